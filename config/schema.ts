@@ -1,0 +1,149 @@
+/**
+ * The one configuration schema. Everything the router reads at start-up is declared here, with its default and its
+ * unit in the key name. `loadConfig` (config/load.ts) layers defaults ← YAML ← ROUTER_* environment ← *_FILE secrets,
+ * validates once against this schema and freezes the result. `config/reference.yaml` and `config/config.schema.json`
+ * are generated from it (`npm run gen:config`); a test fails when the committed copies drift.
+ *
+ * Secrets never have a default. Key names listed in `secretKeys` are redacted by `config print` and in logs.
+ */
+import { z } from 'zod';
+
+const MiB = 1024 * 1024;
+
+const port = z.number().int().min(0).max(65535);
+
+export const Listen = z
+  .object({
+    webhooks: port.default(8080).describe('Port of the webhook receiver (POST /webhooks/{sourceId}).'),
+    api: port.default(8081).describe('Port of the subscriber REST API.'),
+    management: port.default(9090).describe('Port of /livez, /readyz and /metrics.'),
+    host: z.string().min(1).default('0.0.0.0').describe('Address every listener binds to.'),
+  })
+  .strict();
+
+const SqliteQueue = z
+  .object({
+    kind: z.literal('sqlite'),
+    path: z.string().min(1).default('./data/queue.db').describe('Database file; created with its directory.'),
+    synchronous: z
+      .enum(['full', 'normal'])
+      .default('full')
+      .describe('full: a confirmed publish survives power loss (fsync per group commit); normal: survives a process crash.'),
+    batchWindowMs: z.number().int().min(0).max(100).default(2).describe('Group commit: how long publishes gather before one commit.'),
+    batchMaxItems: z.number().int().min(1).max(10_000).default(512).describe('Group commit: commit early once this many wait.'),
+    maxPendingPublishes: z
+      .number()
+      .int()
+      .min(1)
+      .default(20_000)
+      .describe('Publishes waiting for a commit beyond this are refused at once (the receiver answers 503).'),
+    visibilityTimeoutMs: z
+      .number()
+      .int()
+      .min(100)
+      .default(60_000)
+      .describe('A received message not settled within this lease returns to the queue (its consumer is presumed dead).'),
+    pollIntervalMs: z.number().int().min(1).max(5_000).default(50).describe('How often an idle consumer looks for work written by other processes.'),
+    checkpointIntervalMs: z
+      .number()
+      .int()
+      .min(10)
+      .default(1_000)
+      .describe('WAL checkpoints run on a worker thread at this interval, never on the commit path.'),
+  })
+  .strict();
+
+const MemoryQueue = z
+  .object({
+    kind: z.literal('memory'),
+    visibilityTimeoutMs: z.number().int().min(10).default(30_000).describe('Lease of a received, unsettled message.'),
+  })
+  .strict()
+  .describe('Tests and demos only: nothing survives a restart.');
+
+export const Queue = z.discriminatedUnion('kind', [SqliteQueue, MemoryQueue]);
+export type QueueConfig = z.infer<typeof Queue>;
+
+export const sourceKinds = ['github', 'gitlab', 'standard-webhooks'] as const;
+
+export const Source = z
+  .object({
+    id: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$/, 'letters, digits, "_" and "-", at most 63 characters')
+      .describe('Route: POST /webhooks/{id}.'),
+    kind: z.enum(sourceKinds),
+    secrets: z
+      .array(z.string().min(1))
+      .min(1)
+      .max(2)
+      .describe(
+        'One secret, or two during a rotation (either may match). github: the webhook secret. gitlab: the secret token, ' +
+          'or a signing token (whsec_…) for Standard Webhooks signatures. standard-webhooks: whsec_<base64>.',
+      ),
+    maxBodyBytes: z
+      .number()
+      .int()
+      .min(1)
+      .max(100 * MiB)
+      .default(25 * MiB)
+      .describe('Bodies above this are refused with 413 while they stream in. GitHub caps payloads at 25 MB.'),
+  })
+  .strict();
+export type SourceConfig = z.infer<typeof Source>;
+
+export const Receiver = z
+  .object({
+    publishTimeoutMs: z
+      .number()
+      .int()
+      .min(50)
+      .max(9_000)
+      .default(1_000)
+      .describe('If the queue has not confirmed a publish by then, answer 503 (GitHub gives up after 10 s).'),
+    retryAfterSec: z.number().int().min(1).max(3_600).default(5).describe('Retry-After sent with a 503.'),
+    timestampToleranceSec: z.number().int().min(1).max(3_600).default(300).describe('Standard Webhooks timestamp tolerance (±).'),
+    recentKeys: z
+      .number()
+      .int()
+      .min(0)
+      .default(100_000)
+      .describe('Dedupe keys this process remembers to answer repeats without a publish (0 turns it off).'),
+  })
+  .strict();
+
+export const Log = z
+  .object({
+    level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  })
+  .strict();
+
+export const Config = z
+  .object({
+    listen: Listen.prefault({}),
+    queue: Queue.prefault({ kind: 'sqlite' }),
+    sources: z
+      .array(Source)
+      .min(1, 'at least one source is needed to receive webhooks')
+      .superRefine((sources, ctx) => {
+        const seen = new Set<string>();
+        for (const [i, s] of sources.entries()) {
+          if (seen.has(s.id)) ctx.addIssue({ code: 'custom', path: [i, 'id'], message: `duplicate source id "${s.id}"` });
+          seen.add(s.id);
+        }
+      }),
+    receiver: Receiver.prefault({}),
+    log: Log.prefault({}),
+    shutdownGraceMs: z
+      .number()
+      .int()
+      .min(0)
+      .default(20_000)
+      .describe('After SIGTERM, in-flight work gets this long before it is abandoned. Keep below the pod grace period.'),
+  })
+  .strict();
+
+export type Config = z.infer<typeof Config>;
+
+/** Keys whose values are secrets wherever they appear: redacted by `config print` and by the logger. */
+export const secretKeys: ReadonlySet<string> = new Set(['secrets', 'secret', 'token', 'password', 'encryptionKey']);

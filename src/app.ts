@@ -1,0 +1,122 @@
+/**
+ * Composition root for every role: wires configuration to adapters and servers and returns one object with
+ * `start()` and `close()`. Tests call buildApp directly with port 0 listeners; src/main.ts is the only caller that
+ * touches the process (signals, exit codes).
+ *
+ * Shutdown order (design §2): readiness turns 503, listeners stop accepting, in-flight requests finish (up to
+ * shutdownGraceMs, then their connections are cut), the queue commits what it accepted, and the management
+ * listener closes last so probes see the drain.
+ */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createQueue } from '../adapters/queue/index.ts';
+import type { QueueAdapter } from '../adapters/queue/port.ts';
+import type { Config } from '../config/schema.ts';
+import type { Logger } from './logger.ts';
+import { createManagementHandler } from './management.ts';
+import { createMetrics, type Metrics } from './metrics.ts';
+import { createReceiver } from './receiver/receiver.ts';
+
+export type Role = 'receiver';
+
+export interface App {
+  start(): Promise<void>;
+  close(): Promise<void>;
+  /** Bound ports, known after start() (useful with port 0). */
+  readonly ports: { webhooks?: number; management?: number };
+  readonly metrics: Metrics;
+  readonly queue: QueueAdapter;
+}
+
+export interface AppDeps {
+  readonly logger: Logger;
+  readonly roles: readonly Role[];
+}
+
+export function buildApp(config: Readonly<Config>, deps: AppDeps): App {
+  const logger = deps.logger;
+  const metrics = createMetrics();
+  const queue = createQueue(config.queue, { logger: logger.child({ component: 'queue' }) });
+  let draining = false;
+  const servers: { name: string; server: Server; port: number }[] = [];
+  const ports: App['ports'] = {};
+
+  const management = createServer(
+    createManagementHandler({
+      metrics,
+      draining: () => draining,
+      checkTimeoutMs: 1_000,
+      checks: [{ name: 'queue', check: () => queue.ping() }],
+    }),
+  );
+
+  if (deps.roles.includes('receiver')) {
+    const receiver = createServer(
+      {
+        // Longer than a typical load balancer's idle timeout (60 s), so the balancer closes idle connections first.
+        keepAliveTimeout: 65_000,
+        headersTimeout: 10_000,
+        requestTimeout: 120_000, // a 25 MB body over a slow link
+      },
+      createReceiver({
+        config,
+        producer: queue.producer(),
+        queueKind: queue.kind,
+        metrics,
+        logger: logger.child({ component: 'receiver' }),
+        draining: () => draining,
+      }),
+    );
+    servers.push({ name: 'webhooks', server: receiver, port: config.listen.webhooks });
+  }
+
+  let closing: Promise<void> | undefined;
+
+  return {
+    ports,
+    metrics,
+    queue,
+
+    async start() {
+      await queue.connect();
+      for (const s of servers) ports[s.name as 'webhooks'] = await listen(s.server, s.port, config.listen.host);
+      ports.management = await listen(management, config.listen.management, config.listen.host);
+      logger.info({ ports, roles: deps.roles, queue: queue.kind, durability: queue.capabilities.durability }, 'webhook-router started');
+    },
+
+    close() {
+      closing ??= (async () => {
+        draining = true;
+        const started = Date.now();
+        await Promise.all(servers.map((s) => drain(s.server, config.shutdownGraceMs)));
+        await queue.close();
+        await drain(management, 1_000);
+        logger.info({ ms: Date.now() - started }, 'webhook-router stopped');
+      })();
+      return closing;
+    },
+  };
+}
+
+function listen(server: Server, port: number, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+}
+
+/** Stops accepting, lets in-flight requests finish within graceMs, then cuts what is left. */
+function drain(server: Server, graceMs: number): Promise<void> {
+  if (!server.listening) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => server.closeAllConnections(), graceMs);
+    server.close(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+    server.closeIdleConnections();
+  });
+}

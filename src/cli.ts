@@ -1,0 +1,97 @@
+/**
+ * The `webhook-router` command line. Builds the commander program around injected I/O so tests can run commands
+ * in-process; src/main.ts supplies the real process, signals and exit codes.
+ */
+import { Command } from 'commander';
+import { stringify } from 'yaml';
+import { curlExample, firstRunLayer, wantsFirstRun } from '../config/first-run.ts';
+import { loadConfig } from '../config/load.ts';
+import { redactConfig } from '../config/redact.ts';
+import type { Config } from '../config/schema.ts';
+import { type App, buildApp, type Role } from './app.ts';
+import { isRouterError } from './errors.ts';
+import { createLogger, type Logger } from './logger.ts';
+
+export interface CliIo {
+  readonly env: Readonly<Record<string, string | undefined>>;
+  readonly readFile: (path: string) => string;
+  readonly stdout: (text: string) => void;
+  readonly stderr: (text: string) => void;
+  /** Runs a long-lived app until a shutdown signal; resolves once it has closed. */
+  readonly runService: (app: App, logger: Logger, graceMs: number) => Promise<void>;
+  readonly setExitCode: (code: number) => void;
+}
+
+export function buildCli(io: CliIo): Command {
+  const program = new Command('webhook-router')
+    .description('Receives verified webhooks, queues them durably and fans them out to subscribers.')
+    .option('-c, --config <path>', 'YAML configuration file (default: $ROUTER_CONFIG; ROUTER_<SECTION>__<KEY> variables override it)')
+    .showHelpAfterError()
+    .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
+    .exitOverride();
+
+  const configPath = () => program.opts<{ config?: string }>().config;
+
+  /** Loads the configuration, printing every problem and setting exit code 1 when it is invalid. */
+  const load = (base?: Record<string, unknown>): Readonly<Config> | undefined => {
+    try {
+      return loadConfig({ configPath: configPath(), env: io.env, readFile: io.readFile, ...(base ? { base } : {}) });
+    } catch (err) {
+      if (!isRouterError(err, 'ROUTER_ERR_CONFIG_INVALID')) throw err;
+      io.stderr(`${err.message}\n`);
+      io.setExitCode(1);
+      return undefined;
+    }
+  };
+
+  const run = async (roles: Role[], config: Readonly<Config> | undefined) => {
+    if (!config) return;
+    const logger = createLogger(config.log);
+    await io.runService(buildApp(config, { logger, roles }), logger, config.shutdownGraceMs);
+  };
+
+  program
+    .command('serve')
+    .description(
+      'Everything in one process on the embedded defaults (SQLite queue under ./data). With no configuration at all, ' +
+        'the first run generates a webhook secret for a "github" source in ./data/first-run.json and prints it once. ' +
+        'Today this runs the receiver; the worker and the API join it as they land.',
+    )
+    .action(async () => {
+      let base: Record<string, unknown> | undefined;
+      if (wantsFirstRun(configPath(), io.env)) {
+        const first = firstRunLayer('./data');
+        base = first.layer;
+        if (first.created) {
+          const port = Number(io.env.ROUTER_LISTEN__WEBHOOKS ?? 8080);
+          io.stdout(
+            `\nFirst run: generated a webhook secret for source "github" (kept in ${first.file}, mode 0600).\n` +
+              `  secret: ${first.githubSecret}\n\nSend a signed test webhook:\n\n${curlExample(first.githubSecret, port)}\n\n`,
+          );
+        }
+      }
+      await run(['receiver'], load(base));
+    });
+
+  program
+    .command('receiver')
+    .description('The webhook receiver only: verifies, dedupes and publishes to the queue (ports: webhooks, management).')
+    .action(() => run(['receiver'], load()));
+
+  const configCmd = program.command('config').description('Validate or show the configuration.');
+  configCmd
+    .command('check')
+    .description('Validate the configuration (file + environment); print every problem; exit 1 if there is any.')
+    .action(() => {
+      if (load()) io.stdout('configuration is valid\n');
+    });
+  configCmd
+    .command('print')
+    .description('Print the effective configuration (defaults filled in) as YAML, with secrets redacted.')
+    .action(() => {
+      const config = load();
+      if (config) io.stdout(stringify(redactConfig(config)));
+    });
+
+  return program;
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env node
+// The process boundary: the only module that reads process.env/argv, installs signal handlers or sets the exit code.
+import { readFileSync } from 'node:fs';
+import closeWithGrace from 'close-with-grace';
+import { CommanderError } from 'commander';
+import { buildCli } from './cli.ts';
+
+const cli = buildCli({
+  env: process.env,
+  readFile: (path) => readFileSync(path, 'utf8'),
+  stdout: (text) => process.stdout.write(text),
+  stderr: (text) => process.stderr.write(text),
+  setExitCode: (code) => {
+    process.exitCode = code;
+  },
+  async runService(app, logger, graceMs) {
+    // close-with-grace handles SIGTERM/SIGINT and uncaught errors; a second signal or the deadline forces the exit.
+    closeWithGrace({ delay: graceMs + 5_000 }, async ({ signal, err }) => {
+      if (err) logger.fatal({ err }, 'fatal error, shutting down');
+      else logger.info({ signal }, 'shutting down');
+      await app.close();
+    });
+    try {
+      await app.start();
+    } catch (err) {
+      logger.fatal({ err }, 'start-up failed');
+      await app.close().catch(() => {});
+      process.exitCode = 1;
+      process.exit();
+    }
+  },
+});
+
+try {
+  await cli.parseAsync(process.argv);
+} catch (err) {
+  // --help and --version end through commander's exit override with their own code; real errors were printed.
+  if (!(err instanceof CommanderError)) throw err;
+  process.exitCode = err.exitCode;
+}
