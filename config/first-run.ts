@@ -28,7 +28,11 @@ export function firstRunLayer(dataDir: string): FirstRun {
     created = true;
   }
   const githubSecret = stored.githubSecret as string;
-  return { layer: { sources: [{ id: 'github', kind: 'github', secrets: [githubSecret] }] }, created, githubSecret, file };
+  const layer = {
+    queue: { kind: 'sqlite', path: join(dataDir, 'queue.db') },
+    sources: [{ id: 'github', kind: 'github', secrets: [githubSecret] }],
+  };
+  return { layer, created, githubSecret, file };
 }
 
 /** Applies when nothing configures sources: no --config, no ROUTER_CONFIG, no ROUTER_SOURCES* variable. */

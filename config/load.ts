@@ -86,7 +86,7 @@ function interpolate(value: unknown, env: LoadConfigInput['env'], issues: string
     return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_m, name: string) => {
       const v = env[name];
       if (v === undefined) issues.push(`${formatPath(at)}: environment variable ${name} is not set`);
-      return v ?? '';
+      return v ?? `\${${name}}`;
     });
   }
   if (Array.isArray(value)) return value.map((v, i) => interpolate(v, env, issues, [...at, i]));

@@ -12,6 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { createQueue } from '../adapters/queue/index.ts';
 import type { QueueAdapter } from '../adapters/queue/port.ts';
 import type { Config } from '../config/schema.ts';
+import { RouterError } from './errors.ts';
 import type { Logger } from './logger.ts';
 import { createManagementHandler } from './management.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
@@ -51,6 +52,7 @@ export function buildApp(config: Readonly<Config>, deps: AppDeps): App {
   );
 
   if (deps.roles.includes('receiver')) {
+    assertBodiesFit(config, queue);
     const receiver = createServer(
       {
         // Longer than a typical load balancer's idle timeout (60 s), so the balancer closes idle connections first.
@@ -96,6 +98,21 @@ export function buildApp(config: Readonly<Config>, deps: AppDeps): App {
       return closing;
     },
   };
+}
+
+/** Envelope metadata stays well below this; the rest of a message is the body, byte for byte. */
+const ENVELOPE_OVERHEAD_BYTES = 64 * 1024;
+
+function assertBodiesFit(config: Readonly<Config>, queue: QueueAdapter): void {
+  const room = queue.capabilities.maxMessageBytes - ENVELOPE_OVERHEAD_BYTES;
+  for (const source of config.sources) {
+    if (source.maxBodyBytes > room) {
+      throw new RouterError(
+        'ROUTER_ERR_MESSAGE_TOO_LARGE',
+        `source "${source.id}" accepts bodies up to ${source.maxBodyBytes} bytes, but a ${queue.kind} queue message carries at most ${room}`,
+      );
+    }
+  }
 }
 
 function listen(server: Server, port: number, host: string): Promise<number> {

@@ -15,6 +15,8 @@ import { createLogger, type Logger } from './logger.ts';
 export interface CliIo {
   readonly env: Readonly<Record<string, string | undefined>>;
   readonly readFile: (path: string) => string;
+  /** Where `serve` keeps first-run secrets and the embedded databases (./data). */
+  readonly dataDir: string;
   readonly stdout: (text: string) => void;
   readonly stderr: (text: string) => void;
   /** Runs a long-lived app until a shutdown signal; resolves once it has closed. */
@@ -47,7 +49,16 @@ export function buildCli(io: CliIo): Command {
   const run = async (roles: Role[], config: Readonly<Config> | undefined) => {
     if (!config) return;
     const logger = createLogger(config.log);
-    await io.runService(buildApp(config, { logger, roles }), logger, config.shutdownGraceMs);
+    let app: App;
+    try {
+      app = buildApp(config, { logger, roles });
+    } catch (err) {
+      if (!isRouterError(err)) throw err;
+      io.stderr(`${err.code}: ${err.message}\n`);
+      io.setExitCode(1);
+      return;
+    }
+    await io.runService(app, logger, config.shutdownGraceMs);
   };
 
   program
@@ -60,7 +71,7 @@ export function buildCli(io: CliIo): Command {
     .action(async () => {
       let base: Record<string, unknown> | undefined;
       if (wantsFirstRun(configPath(), io.env)) {
-        const first = firstRunLayer('./data');
+        const first = firstRunLayer(io.dataDir);
         base = first.layer;
         if (first.created) {
           const port = Number(io.env.ROUTER_LISTEN__WEBHOOKS ?? 8080);

@@ -14,7 +14,7 @@ export const errorCodes = {
   ROUTER_ERR_QUEUE_OVERLOADED: 'Too many publishes are waiting for a commit; the caller should back off.',
   ROUTER_ERR_ALREADY_SETTLED: 'A queue delivery was acked or nacked twice.',
   ROUTER_ERR_LEASE_LOST: 'A queue delivery was settled after its lease expired and another consumer took it.',
-  ROUTER_ERR_MESSAGE_TOO_LARGE: 'An envelope is larger than the queue accepts in one message.',
+  ROUTER_ERR_MESSAGE_TOO_LARGE: "A source's maxBodyBytes does not fit in one message of the configured queue.",
   ROUTER_ERR_ENVELOPE_INVALID: 'Bytes taken from the queue are not a valid envelope (a poison message).',
   ROUTER_ERR_SIGNATURE_MISSING: 'The request carries no signature or token for its source.',
   ROUTER_ERR_SIGNATURE_MISMATCH: 'The signature or token does not match any configured secret.',
@@ -25,7 +25,6 @@ export const errorCodes = {
   ROUTER_ERR_UNSUPPORTED_MEDIA_TYPE: 'The content type is neither application/json nor form-encoded.',
   ROUTER_ERR_SOURCE_UNKNOWN: 'No source is configured under that id.',
   ROUTER_ERR_METHOD_NOT_ALLOWED: 'The route exists but not for this HTTP method.',
-  ROUTER_ERR_NOT_FOUND: 'No route matches the request path.',
   ROUTER_ERR_INTERNAL: 'An unexpected failure inside the router (a bug); details are in the logs only.',
 } as const;
 

@@ -8,6 +8,7 @@ import { buildCli } from './cli.ts';
 const cli = buildCli({
   env: process.env,
   readFile: (path) => readFileSync(path, 'utf8'),
+  dataDir: './data',
   stdout: (text) => process.stdout.write(text),
   stderr: (text) => process.stderr.write(text),
   setExitCode: (code) => {
