@@ -112,6 +112,26 @@ export const Receiver = z
   })
   .strict();
 
+export const Egress = z
+  .object({
+    allow: z
+      .array(z.string().min(1))
+      .default([])
+      .describe(
+        'Exceptions to the SSRF rules: CIDRs (10.20.0.0/16, ::1/128) or host names. Matched against the resolved address, ' +
+          'and only these may be reached over plain http://. Empty by default; logged at start-up.',
+      ),
+  })
+  .strict();
+
+export const Delivery = z
+  .object({
+    timeoutMs: z.number().int().min(100).max(120_000).default(15_000).describe('Default total deadline of one attempt.'),
+    maxResponseBytes: z.number().int().min(0).max(1024 * 1024).default(65_536).describe('Bytes of a response body read (and kept as a snippet).'),
+    connectionsPerOrigin: z.number().int().min(1).max(1_024).default(50).describe('Keep-alive connections per destination origin.'),
+  })
+  .strict();
+
 export const Log = z
   .object({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -133,6 +153,8 @@ export const Config = z
         }
       }),
     receiver: Receiver.prefault({}),
+    egress: Egress.prefault({}),
+    delivery: Delivery.prefault({}),
     log: Log.prefault({}),
     shutdownGraceMs: z
       .number()
