@@ -64,6 +64,16 @@ const MemoryQueue = z
 export const Queue = z.discriminatedUnion('kind', [SqliteQueue, MemoryQueue]);
 export type QueueConfig = z.infer<typeof Queue>;
 
+const SqliteStore = z
+  .object({
+    kind: z.literal('sqlite'),
+    path: z.string().min(1).default('./data/router.db').describe('Database file; created with its directory.'),
+  })
+  .strict();
+
+export const Store = z.discriminatedUnion('kind', [SqliteStore]);
+export type StoreConfig = z.infer<typeof Store>;
+
 export const sourceKinds = ['github', 'gitlab', 'standard-webhooks'] as const;
 
 export const Source = z
@@ -142,6 +152,7 @@ export const Config = z
   .object({
     listen: Listen.prefault({}),
     queue: Queue.prefault({ kind: 'sqlite' }),
+    store: Store.prefault({ kind: 'sqlite' }),
     sources: z
       .array(Source)
       .min(1, 'at least one source is needed to receive webhooks')

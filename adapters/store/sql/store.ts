@@ -1,0 +1,374 @@
+/**
+ * The SQL store, one implementation for SQLite and PostgreSQL over Kysely's raw `sql` templates (parameters are
+ * bound per dialect). The few dialect differences are passed in: DDL words, `FOR UPDATE SKIP LOCKED` (PostgreSQL;
+ * SQLite has one writer at a time, so a claim is already exclusive) and how a write transaction starts.
+ *
+ * Hot paths are batched: ingest is three multi-row statements per queue batch, a claim is one UPDATE … RETURNING,
+ * and completing delivered attempts is one INSERT plus one UPDATE per batch.
+ */
+import { type Kysely, type RawBuilder, sql } from 'kysely';
+import { RouterError } from '../../../src/errors.ts';
+import type { Subscriber } from '../../../src/subscribers/model.ts';
+import type {
+  ClaimedDelivery,
+  CompletedAttempt,
+  DeadLetter,
+  DeadLetterFilter,
+  EventRecord,
+  IngestItem,
+  IngestResult,
+  NewSubscriber,
+  Page,
+  PageRequest,
+  SchemaStatus,
+  Store,
+  SubscriberPatch,
+} from '../port.ts';
+import { deliveryIdFor } from '../ids.ts';
+import { latestVersion, migrations, render, type SqlDialectWords } from './migrations.ts';
+import { type Row, toAttempt, toDeadLetter, toDelivery, toEvent, toSubscriber } from './rows.ts';
+
+// biome-ignore lint: Kysely over raw SQL needs no table typing.
+type Db = Kysely<any>;
+
+export interface SqlStoreOptions {
+  readonly kind: 'sqlite' | 'postgres';
+  readonly db: Db;
+  readonly words: SqlDialectWords;
+  /** Runs fn in a write transaction (SQLite: BEGIN IMMEDIATE; PostgreSQL: a pooled transaction). */
+  readonly transaction: <T>(fn: (db: Db) => Promise<T>) => Promise<T>;
+  readonly close: () => Promise<void>;
+}
+
+/** Rows per multi-row INSERT: SQLite binds at most 32,766 parameters per statement. */
+const CHUNK = 500;
+
+export function createSqlStore(options: SqlStoreOptions): Store {
+  const { db, transaction } = options;
+  const skipLocked: RawBuilder<unknown> = options.kind === 'postgres' ? sql`FOR UPDATE SKIP LOCKED` : sql``;
+
+  const bumpSubscribersVersion = (q: Db) => sql`UPDATE router_meta SET value = value + 1 WHERE key = 'subscribers_version'`.execute(q);
+  const affected = (r: { numAffectedRows?: bigint }) => Number(r.numAffectedRows ?? 0n);
+
+  async function schemaStatus(): Promise<SchemaStatus> {
+    await sql.raw(`CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at ${options.words.bigint} NOT NULL)`).execute(db);
+    const { rows } = await sql<{ v: number | null }>`SELECT MAX(version) AS v FROM schema_migrations`.execute(db);
+    return { current: Number(rows[0]?.v ?? 0), latest: latestVersion };
+  }
+
+  async function deadLetterFromDelivery(q: Db, deliveryId: string, reason: string, now: number, detail?: string) {
+    await sql`
+      INSERT INTO dead_letters (id, delivery_id, event_id, subscriber_id, reason, last_code, last_status, attempts, detail, created_at)
+      SELECT id, id, event_id, subscriber_id, ${reason}, last_code, last_status, attempts, ${detail ?? null}, ${now}
+      FROM deliveries WHERE id = ${deliveryId}
+      ON CONFLICT (id) DO UPDATE SET reason = excluded.reason, last_code = excluded.last_code, last_status = excluded.last_status,
+        attempts = excluded.attempts, detail = excluded.detail, created_at = excluded.created_at`.execute(q);
+  }
+
+async function requeue(deliveryIds: readonly string[], now: number): Promise<number> {
+    if (deliveryIds.length === 0) return 0;
+    return transaction(async (q) => {
+      const ids = sql.join([...deliveryIds]);
+      const moved = affected(
+        await sql`
+          UPDATE deliveries SET status = 'pending', attempts = CASE WHEN status = 'pending' THEN attempts ELSE 0 END,
+            cycle = CASE WHEN status = 'pending' THEN cycle ELSE cycle + 1 END, next_attempt_at = ${now}, lease_owner = NULL, updated_at = ${now}
+          WHERE id IN (${ids}) AND (status <> 'pending' OR lease_owner IS NULL)`.execute(q),
+      );
+      await sql`DELETE FROM dead_letters WHERE delivery_id IN (${ids})`.execute(q);
+      return moved;
+    });
+  }
+
+  return {
+    kind: options.kind,
+
+    async connect() {
+      await sql`SELECT 1`.execute(db);
+    },
+
+    async migrate() {
+      await schemaStatus();
+      return transaction(async (q) => {
+        if (options.kind === 'postgres') await sql`SELECT pg_advisory_xact_lock(7413020)`.execute(q);
+        const { rows } = await sql<{ v: number | null }>`SELECT MAX(version) AS v FROM schema_migrations`.execute(q);
+        const current = Number(rows[0]?.v ?? 0);
+        if (current > latestVersion) {
+          throw new RouterError('ROUTER_ERR_SCHEMA_MISMATCH', `database schema v${current} is newer than this release knows (v${latestVersion})`);
+        }
+        for (const m of migrations.filter((m) => m.version > current)) {
+          for (const statement of m.statements) await sql.raw(render(statement, options.words)).execute(q);
+          await sql`INSERT INTO schema_migrations (version, applied_at) VALUES (${m.version}, ${Date.now()})`.execute(q);
+        }
+        return { current: latestVersion, latest: latestVersion };
+      });
+    },
+
+    schemaStatus,
+
+    async ping() {
+      await sql`SELECT 1`.execute(db);
+    },
+
+    close: options.close,
+
+    // ── Subscribers ──────────────────────────────────────────────────────────────────────────────────────────
+
+    async createSubscriber(s: NewSubscriber, now) {
+      const { id, secrets, name, enabled, ...rest } = s;
+      await transaction(async (q) => {
+        await sql`
+          INSERT INTO subscribers (id, name, enabled, spec, secrets, disabled_reason, version, created_at, updated_at)
+          VALUES (${id}, ${name}, ${enabled ? 1 : 0}, ${JSON.stringify(rest)}, ${JSON.stringify(secrets)}, NULL, 1, ${now}, ${now})`.execute(q);
+        await bumpSubscribersVersion(q);
+      });
+      return { ...s, disabledReason: undefined, version: 1, createdAt: now, updatedAt: now };
+    },
+
+    async getSubscriber(id) {
+      const { rows } = await sql<Row>`SELECT * FROM subscribers WHERE id = ${id}`.execute(db);
+      return rows[0] ? toSubscriber(rows[0]) : undefined;
+    },
+
+    async listSubscribers(page: PageRequest): Promise<Page<Subscriber>> {
+      const after = page.cursor ? Number(page.cursor) : 0;
+      const { rows } = await sql<Row>`SELECT * FROM subscribers WHERE seq > ${after} ORDER BY seq LIMIT ${page.limit + 1}`.execute(db);
+      const items = rows.slice(0, page.limit);
+      return { items: items.map(toSubscriber), nextCursor: rows.length > page.limit ? String(items.at(-1)?.seq) : undefined };
+    },
+
+    async allSubscribers() {
+      const { rows } = await sql<Row>`SELECT * FROM subscribers ORDER BY seq`.execute(db);
+      return rows.map(toSubscriber);
+    },
+
+    async subscribersVersion() {
+      const { rows } = await sql<{ value: number | string }>`SELECT value FROM router_meta WHERE key = 'subscribers_version'`.execute(db);
+      return String(rows[0]?.value ?? 0);
+    },
+
+    async updateSubscriber(id, patch: SubscriberPatch, now, expectedVersion) {
+      return transaction(async (q) => {
+        const { rows } = await sql<Row>`SELECT * FROM subscribers WHERE id = ${id}`.execute(q);
+        const row = rows[0];
+        if (!row) return undefined;
+        const current = toSubscriber(row);
+        if (expectedVersion !== undefined && current.version !== expectedVersion) return undefined;
+        const merged = { ...current, ...patch.spec };
+        const { id: _id, secrets: _s, name, enabled, disabledReason: _d, version: _v, createdAt: _c, updatedAt: _u, ...rest } = merged;
+        const secrets = patch.secrets ?? current.secrets;
+        const disabledReason = patch.disabledReason === undefined ? (current.disabledReason ?? null) : patch.disabledReason;
+        await sql`
+          UPDATE subscribers SET name = ${name}, enabled = ${enabled ? 1 : 0}, spec = ${JSON.stringify(rest)},
+            secrets = ${JSON.stringify(secrets)}, disabled_reason = ${disabledReason}, version = version + 1, updated_at = ${now}
+          WHERE id = ${id}`.execute(q);
+        await bumpSubscribersVersion(q);
+        return { ...merged, secrets, disabledReason: disabledReason ?? undefined, version: current.version + 1, updatedAt: now };
+      });
+    },
+
+    async deleteSubscriber(id, now) {
+      return transaction(async (q) => {
+        const { rows } = await sql<{ id: string }>`SELECT id FROM deliveries WHERE subscriber_id = ${id} AND status = 'pending'`.execute(q);
+        for (const r of rows) await deadLetterFromDelivery(q, r.id, 'subscriber_deleted', now);
+        await sql`UPDATE deliveries SET status = 'dead', lease_owner = NULL, updated_at = ${now} WHERE subscriber_id = ${id} AND status = 'pending'`.execute(q);
+        const deleted = affected(await sql`DELETE FROM subscribers WHERE id = ${id}`.execute(q));
+        if (deleted) await bumpSubscribersVersion(q);
+        return deleted > 0;
+      });
+    },
+
+    // ── Ingest and delivery ──────────────────────────────────────────────────────────────────────────────────
+
+    async ingest(items: readonly IngestItem[], now, dedupeUntil): Promise<IngestResult[]> {
+      if (items.length === 0) return [];
+      return transaction(async (q) => {
+        const fresh = new Set<string>();
+        for (let i = 0; i < items.length; i += CHUNK) {
+          const chunk = items.slice(i, i + CHUNK);
+          const keys = chunk.map(({ event: e }) => sql`(${e.id}, ${e.source}, ${e.dedupeKey}, ${dedupeUntil})`);
+          const { rows } = await sql<{ event_id: string }>`
+            INSERT INTO dedupe_keys (event_id, source, dedupe_key, expires_at) VALUES ${sql.join(keys)}
+            ON CONFLICT (event_id) DO NOTHING RETURNING event_id`.execute(q);
+          const keyed = new Set(rows.map((r) => r.event_id));
+          const events = chunk.filter((it) => keyed.has(it.event.id));
+          if (events.length === 0) continue;
+          const values = events.map(
+            ({ event: e }) =>
+              sql`(${e.id}, ${e.source}, ${e.sourceKind}, ${e.dedupeKey}, ${e.receivedAt}, ${JSON.stringify(e.headers)}, ${JSON.stringify(e.routing)}, ${Buffer.from(e.body.buffer, e.body.byteOffset, e.body.byteLength)}, ${now})`,
+          );
+          const inserted = await sql<{ id: string; seq: number | string }>`
+            INSERT INTO events (id, source, source_kind, dedupe_key, received_at, headers, routing, body, created_at)
+            VALUES ${sql.join(values)} ON CONFLICT (id) DO NOTHING RETURNING id, seq`.execute(q);
+          const seqOf = new Map(inserted.rows.map((r) => [r.id, Number(r.seq)]));
+          const deliveries = events.flatMap((it) => {
+            const seq = seqOf.get(it.event.id);
+            if (seq === undefined) return [];
+            fresh.add(it.event.id);
+            return it.deliveries.map(
+              (d) => sql`(${d.id}, ${it.event.id}, ${seq}, ${d.subscriberId}, 'pending', 0, 1, ${now}, ${d.orderingKey ?? null}, ${now}, ${now})`,
+            );
+          });
+          for (let j = 0; j < deliveries.length; j += CHUNK) {
+            await sql`
+              INSERT INTO deliveries (id, event_id, event_seq, subscriber_id, status, attempts, cycle, next_attempt_at, ordering_key, created_at, updated_at)
+              VALUES ${sql.join(deliveries.slice(j, j + CHUNK))} ON CONFLICT (id) DO NOTHING`.execute(q);
+          }
+        }
+        return items.map((it) => (fresh.has(it.event.id) ? 'created' : 'duplicate'));
+      });
+    },
+
+    async claimDue({ owner, now, leaseMs, limit, exclude }): Promise<ClaimedDelivery[]> {
+      const notExcluded = exclude.length > 0 ? sql`AND d.subscriber_id NOT IN (${sql.join([...exclude])})` : sql``;
+      const { rows } = await sql<{ id: string; event_id: string; subscriber_id: string; attempts: number }>`
+        UPDATE deliveries SET lease_owner = ${owner}, next_attempt_at = ${now + leaseMs}, updated_at = ${now}
+        WHERE id IN (
+          SELECT d.id FROM deliveries d
+          WHERE d.status = 'pending' AND d.next_attempt_at <= ${now} ${notExcluded}
+            AND (d.ordering_key IS NULL OR NOT EXISTS (
+              SELECT 1 FROM deliveries p
+              WHERE p.subscriber_id = d.subscriber_id AND p.ordering_key = d.ordering_key AND p.status = 'pending' AND p.event_seq < d.event_seq))
+          ORDER BY d.next_attempt_at LIMIT ${limit} ${skipLocked})
+        RETURNING id, event_id, subscriber_id, attempts`.execute(db);
+      return rows.map((r) => ({ id: r.id, eventId: r.event_id, subscriberId: r.subscriber_id, attempt: Number(r.attempts) + 1 }));
+    },
+
+    async loadEvents(ids): Promise<EventRecord[]> {
+      if (ids.length === 0) return [];
+      const { rows } = await sql<Row>`SELECT * FROM events WHERE id IN (${sql.join([...new Set(ids)])})`.execute(db);
+      return rows.map(toEvent);
+    },
+
+    async complete(owner, results: readonly CompletedAttempt[], now) {
+      if (results.length === 0) return;
+      await transaction(async (q) => {
+        for (let i = 0; i < results.length; i += CHUNK) {
+          const attempts = results.slice(i, i + CHUNK).map(({ attempt: a }) => sql`(${a.deliveryId}, ${a.attempt}, ${a.startedAt}, ${a.durationMs}, ${a.outcome}, ${a.code ?? null}, ${a.status ?? null}, ${a.response ?? null})`);
+          await sql`INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms, outcome, code, status, response) VALUES ${sql.join(attempts)}`.execute(q);
+        }
+        const delivered = results.filter((r) => r.next.status === 'delivered');
+        for (let i = 0; i < delivered.length; i += CHUNK) {
+          const ids = delivered.slice(i, i + CHUNK).map((r) => r.attempt.deliveryId);
+          await sql`
+            UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, lease_owner = NULL, last_code = NULL, last_status = NULL, updated_at = ${now}
+            WHERE lease_owner = ${owner} AND status = 'pending' AND id IN (${sql.join(ids)})`.execute(q);
+        }
+        for (const { attempt: a, next } of results) {
+          if (next.status === 'delivered') continue;
+          const nextAt = next.status === 'retry' ? next.at : now;
+          const held = affected(
+            await sql`
+              UPDATE deliveries SET status = ${next.status === 'dead' ? 'dead' : 'pending'}, attempts = attempts + 1, next_attempt_at = ${nextAt},
+                lease_owner = NULL, last_code = ${a.code ?? null}, last_status = ${a.status ?? null}, updated_at = ${now}
+              WHERE id = ${a.deliveryId} AND lease_owner = ${owner} AND status = 'pending'`.execute(q),
+          );
+          if (held && next.status === 'dead') await deadLetterFromDelivery(q, a.deliveryId, next.reason, now);
+        }
+      });
+    },
+
+    async release(owner, deliveryIds, nextAttemptAt) {
+      for (let i = 0; i < deliveryIds.length; i += CHUNK) {
+        await sql`
+          UPDATE deliveries SET lease_owner = NULL, next_attempt_at = ${nextAttemptAt}
+          WHERE lease_owner = ${owner} AND status = 'pending' AND id IN (${sql.join(deliveryIds.slice(i, i + CHUNK))})`.execute(db);
+      }
+    },
+
+    async deferSubscriber(subscriberId, until) {
+      return affected(
+        await sql`
+          UPDATE deliveries SET next_attempt_at = ${until}
+          WHERE subscriber_id = ${subscriberId} AND status = 'pending' AND lease_owner IS NULL AND next_attempt_at < ${until}`.execute(db),
+      );
+    },
+
+    requeue,
+
+    async getDelivery(id) {
+      const { rows } = await sql<Row>`SELECT * FROM deliveries WHERE id = ${id}`.execute(db);
+      if (!rows[0]) return undefined;
+      const log = await sql<Row>`SELECT * FROM attempts WHERE delivery_id = ${id} ORDER BY seq`.execute(db);
+      return { ...toDelivery(rows[0]), attemptLog: log.rows.map(toAttempt) };
+    },
+
+    // ── Dead letters ─────────────────────────────────────────────────────────────────────────────────────────
+
+    async recordPoison(detail, now) {
+      const id = `poison_${now.toString(36)}_${Math.random().toString(36).slice(2, 10)}`;
+      await sql`
+        INSERT INTO dead_letters (id, delivery_id, event_id, subscriber_id, reason, last_code, last_status, attempts, detail, created_at)
+        VALUES (${id}, NULL, NULL, NULL, 'poison', NULL, NULL, 0, ${detail.slice(0, 4_096)}, ${now})`.execute(db);
+    },
+
+    async listDeadLetters(filter: DeadLetterFilter, page: PageRequest): Promise<Page<DeadLetter>> {
+      const after = page.cursor ? Number(page.cursor) : 0;
+      const { rows } = await sql<Row>`
+        SELECT * FROM dead_letters WHERE seq > ${after}
+          ${filter.subscriber ? sql`AND subscriber_id = ${filter.subscriber}` : sql``}
+          ${filter.event ? sql`AND event_id = ${filter.event}` : sql``}
+          ${filter.reason ? sql`AND reason = ${filter.reason}` : sql``}
+          ${filter.since !== undefined ? sql`AND created_at >= ${filter.since}` : sql``}
+          ${filter.until !== undefined ? sql`AND created_at < ${filter.until}` : sql``}
+        ORDER BY seq LIMIT ${page.limit + 1}`.execute(db);
+      const items = rows.slice(0, page.limit);
+      return { items: items.map(toDeadLetter), nextCursor: rows.length > page.limit ? String(items.at(-1)?.seq) : undefined };
+    },
+
+    async getDeadLetter(id) {
+      const { rows } = await sql<Row>`SELECT * FROM dead_letters WHERE id = ${id}`.execute(db);
+      return rows[0] ? toDeadLetter(rows[0]) : undefined;
+    },
+
+    async replayDeadLetters(ids, now, replayOptions) {
+      if (ids.length === 0) return 0;
+      const { rows } = await sql<Row>`SELECT * FROM dead_letters WHERE id IN (${sql.join([...ids])}) AND delivery_id IS NOT NULL`.execute(db);
+      const letters = rows.map(toDeadLetter);
+      const target = replayOptions?.toSubscriber;
+      if (!target) return requeue(letters.map((l) => l.deliveryId as string), now);
+      return transaction(async (q) => {
+        let created = 0;
+        for (const l of letters) {
+          const id = deliveryIdFor(l.eventId as string, target);
+          const r = await sql`
+            INSERT INTO deliveries (id, event_id, event_seq, subscriber_id, status, attempts, cycle, next_attempt_at, ordering_key, created_at, updated_at)
+            SELECT ${id}, e.id, e.seq, ${target}, 'pending', 0, 1, ${now}, NULL, ${now}, ${now} FROM events e WHERE e.id = ${l.eventId as string}
+            ON CONFLICT (id) DO UPDATE SET status = 'pending', attempts = 0, cycle = deliveries.cycle + 1, next_attempt_at = excluded.next_attempt_at,
+              lease_owner = NULL, updated_at = excluded.updated_at
+            WHERE deliveries.status <> 'pending'`.execute(q);
+          created += affected(r);
+          await sql`DELETE FROM dead_letters WHERE id = ${l.id}`.execute(q);
+        }
+        return created;
+      });
+    },
+
+    async purgeDeadLetters(ids) {
+      if (ids.length === 0) return 0;
+      return affected(await sql`DELETE FROM dead_letters WHERE id IN (${sql.join([...ids])})`.execute(db));
+    },
+
+    // ── Retention ────────────────────────────────────────────────────────────────────────────────────────────
+
+    async sweep(now, retention) {
+      const day = 86_400_000;
+      // Events go with their finished deliveries; an event that still has pending or dead deliveries stays.
+      const eventsBefore = now - retention.eventsDays * day;
+      return transaction(async (q) => {
+        const deadLetters = affected(await sql`DELETE FROM dead_letters WHERE created_at < ${now - retention.dlqDays * day}`.execute(q));
+        const dedupeKeys = affected(await sql`DELETE FROM dedupe_keys WHERE expires_at < ${now}`.execute(q));
+        await sql`DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE updated_at < ${eventsBefore} AND status <> 'pending')`.execute(q);
+        const deliveries = affected(await sql`DELETE FROM deliveries WHERE updated_at < ${eventsBefore} AND status <> 'pending'`.execute(q));
+        const events = affected(
+          await sql`
+            DELETE FROM events WHERE created_at < ${eventsBefore}
+              AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id)
+              AND NOT EXISTS (SELECT 1 FROM dedupe_keys k WHERE k.event_id = events.id)`.execute(q),
+        );
+        return { events, deliveries, deadLetters, dedupeKeys };
+      });
+    },
+  };
+}
+
