@@ -45,7 +45,9 @@ export function createMemoryQueue(config: MemoryQueueConfig, deps: { logger?: Lo
     requireOpen();
     const now = Date.now();
     seq += 1;
-    entries.set(seq, { seq, message, visibleAt: now + (message.delayMs ?? 0), lease: undefined, receiveCount: 0 });
+    // Copy, as a broker stores the bytes as they were when the publish was confirmed, whatever the caller does next.
+    const stored = { ...message, body: Uint8Array.from(message.body) };
+    entries.set(seq, { seq, message: stored, visibleAt: now + (message.delayMs ?? 0), lease: undefined, receiveCount: 0 });
   }
 
   function settleCheck(entry: Entry, lease: number): Entry {
@@ -65,7 +67,7 @@ export function createMemoryQueue(config: MemoryQueueConfig, deps: { logger?: Lo
       fn();
     };
     return {
-      body: entry.message.body,
+      body: entry.message.body.slice(), // each delivery its own copy, as from a real broker
       key: entry.message.key,
       brokerId: String(entry.seq),
       receiveCount: entry.receiveCount,

@@ -13,7 +13,8 @@
  * Guarantees every adapter keeps (the contract suite in test/contract/queue.contract.ts checks them):
  * - `publish` resolves only once the broker confirmed a durable write; a rejection means "not accepted".
  * - A message is delivered until some consumer acks it. Order is best effort unless `capabilities.orderingKey`.
- * - `close()` is idempotent; deliveries already handed out may still be settled until it resolves.
+ * - `close()` is idempotent. Settles issued before it is called take effect; after that they are refused and the
+ *   message simply comes back later (at-least-once).
  */
 
 export interface QueueMessage {
@@ -41,7 +42,7 @@ export interface ReceiveOptions {
 
 export interface QueueConsumer {
   receive(options: ReceiveOptions): Promise<QueueDelivery[]>;
-  /** Stops fetching. Deliveries already returned may still be settled. */
+  /** Stops fetching. Deliveries already returned may still be settled while the adapter stays open. */
   close(): Promise<void>;
 }
 

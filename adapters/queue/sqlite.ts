@@ -277,8 +277,12 @@ export function createSqliteQueue(config: SqliteQueueConfig, deps: { logger?: Lo
         // Commit what was accepted before close() was called; `closing` is set, so nothing new joins.
         flush();
         if (checkpointer) {
-          const done = new Promise((resolve) => checkpointer?.once('exit', resolve));
-          checkpointer.postMessage('stop');
+          const worker = checkpointer;
+          // Unref'd so an idle queue never keeps the process alive; while close() waits for it, it must, or the
+          // process could exit first and close() would never resolve.
+          worker.ref();
+          const done = new Promise((resolve) => worker.once('exit', resolve));
+          worker.postMessage('stop');
           await done;
         }
         db?.close();
