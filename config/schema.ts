@@ -142,6 +142,38 @@ export const Delivery = z
   })
   .strict();
 
+export const Worker = z
+  .object({
+    concurrency: z.number().int().min(1).max(10_000).default(256).describe('Deliveries in flight at once in this process, all subscribers together.'),
+    claimBatch: z.number().int().min(1).max(1_000).default(200).describe('Due deliveries claimed from the store per query.'),
+    ingestBatch: z.number().int().min(1).max(1_000).default(256).describe('Queue messages taken per receive.'),
+    pollIntervalMs: z.number().int().min(10).max(10_000).default(250).describe('How often an idle worker looks for due retries.'),
+    maxReceives: z
+      .number()
+      .int()
+      .min(1)
+      .default(10)
+      .describe('A queue message handed out more often than this without being settled is dead-lettered as poison.'),
+    breaker: z
+      .object({
+        failureThreshold: z.number().int().min(1).default(5).describe('Consecutive retryable failures that pause a subscriber.'),
+        cooldownMs: z.number().int().min(100).default(30_000).describe('First pause; doubles on each failed probe.'),
+        maxCooldownMs: z.number().int().min(100).default(1_800_000).describe('Longest pause (30 min).'),
+      })
+      .strict()
+      .prefault({}),
+    sweepIntervalMs: z.number().int().min(1_000).default(600_000).describe('How often retention runs (10 min).'),
+  })
+  .strict();
+
+export const Retention = z
+  .object({
+    eventsDays: z.number().min(0.001).default(30).describe('Events, finished deliveries and their attempts.'),
+    dlqDays: z.number().min(0.001).default(14).describe('Dead letters.'),
+    dedupeDays: z.number().min(0.001).default(7).describe('How long a repeat of an accepted webhook is recognised (GHES redelivers for 7 days).'),
+  })
+  .strict();
+
 export const Log = z
   .object({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -166,6 +198,8 @@ export const Config = z
     receiver: Receiver.prefault({}),
     egress: Egress.prefault({}),
     delivery: Delivery.prefault({}),
+    worker: Worker.prefault({}),
+    retention: Retention.prefault({}),
     log: Log.prefault({}),
     shutdownGraceMs: z
       .number()

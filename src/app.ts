@@ -9,16 +9,22 @@
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { lookup } from 'node:dns/promises';
 import { createQueue } from '../adapters/queue/index.ts';
 import type { QueueAdapter } from '../adapters/queue/port.ts';
+import { createStore } from '../adapters/store/index.ts';
+import type { Store } from '../adapters/store/port.ts';
+import { createEgressPolicy } from '../transports/https/index.ts';
+import { createSenderFor } from '../transports/index.ts';
 import type { Config } from '../config/schema.ts';
 import { RouterError } from './errors.ts';
 import type { Logger } from './logger.ts';
 import { createManagementHandler } from './management.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { createReceiver } from './receiver/receiver.ts';
+import { createWorker } from './worker/worker.ts';
 
-export type Role = 'receiver';
+export type Role = 'receiver' | 'worker';
 
 export interface App {
   start(): Promise<void>;
@@ -27,11 +33,15 @@ export interface App {
   readonly ports: { webhooks?: number; management?: number };
   readonly metrics: Metrics;
   readonly queue: QueueAdapter;
+  /** Present when the app runs the worker role. */
+  readonly store: Store | undefined;
 }
 
 export interface AppDeps {
   readonly logger: Logger;
   readonly roles: readonly Role[];
+  /** Apply store migrations at start (the embedded `serve`); other roles refuse a schema that is behind. */
+  readonly migrate?: boolean;
 }
 
 export function buildApp(config: Readonly<Config>, deps: AppDeps): App {
@@ -42,12 +52,32 @@ export function buildApp(config: Readonly<Config>, deps: AppDeps): App {
   const servers: { name: string; server: Server; port: number }[] = [];
   const ports: App['ports'] = {};
 
+  const store = deps.roles.includes('worker') ? createStore(config.store) : undefined;
+  const egress = createEgressPolicy(config.egress.allow);
+  const worker =
+    store &&
+    createWorker({
+      config,
+      queue,
+      store,
+      metrics,
+      logger: logger.child({ component: 'worker' }),
+      createSender: (subscriber) =>
+        createSenderFor(subscriber, {
+          logger: logger.child({ component: 'sender', subscriberId: subscriber.id }),
+          now: Date.now,
+          egress,
+          lookup: (host, options) => lookup(host, options),
+          delivery: config.delivery,
+        }),
+    });
+
   const management = createServer(
     createManagementHandler({
       metrics,
       draining: () => draining,
       checkTimeoutMs: 1_000,
-      checks: [{ name: 'queue', check: () => queue.ping() }],
+      checks: [{ name: 'queue', check: () => queue.ping() }, ...(store ? [{ name: 'store', check: () => store.ping() }] : [])],
     }),
   );
 
@@ -79,8 +109,22 @@ export function buildApp(config: Readonly<Config>, deps: AppDeps): App {
     metrics,
     queue,
 
+    store,
+
     async start() {
       await queue.connect();
+      if (store) {
+        await store.connect();
+        const status = deps.migrate ? await store.migrate() : await store.schemaStatus();
+        if (status.current !== status.latest) {
+          throw new RouterError(
+            'ROUTER_ERR_SCHEMA_MISMATCH',
+            `store schema is v${status.current}, this release needs v${status.latest}: run \`webhook-router migrate\``,
+          );
+        }
+        if (config.egress.allow.length > 0) logger.warn({ allow: config.egress.allow }, 'egress allowlist opens exceptions to the SSRF rules');
+        worker?.start();
+      }
       for (const s of servers) ports[s.name as 'webhooks'] = await listen(s.server, s.port, config.listen.host);
       ports.management = await listen(management, config.listen.management, config.listen.host);
       logger.info({ ports, roles: deps.roles, queue: queue.kind, durability: queue.capabilities.durability }, 'webhook-router started');
@@ -90,8 +134,11 @@ export function buildApp(config: Readonly<Config>, deps: AppDeps): App {
       closing ??= (async () => {
         draining = true;
         const started = Date.now();
+        const deadline = started + config.shutdownGraceMs;
         await Promise.all(servers.map((s) => drain(s.server, config.shutdownGraceMs)));
+        await worker?.close(deadline);
         await queue.close();
+        await store?.close();
         await drain(management, 1_000);
         logger.info({ ms: Date.now() - started }, 'webhook-router stopped');
       })();

@@ -8,6 +8,7 @@ import { curlExample, firstRunLayer, wantsFirstRun } from '../config/first-run.t
 import { loadConfig } from '../config/load.ts';
 import { redactConfig } from '../config/redact.ts';
 import type { Config } from '../config/schema.ts';
+import { createStore } from '../adapters/store/index.ts';
 import { type App, buildApp, type Role } from './app.ts';
 import { isRouterError } from './errors.ts';
 import { createLogger, type Logger } from './logger.ts';
@@ -46,12 +47,12 @@ export function buildCli(io: CliIo): Command {
     }
   };
 
-  const run = async (roles: Role[], config: Readonly<Config> | undefined) => {
+  const run = async (roles: Role[], config: Readonly<Config> | undefined, migrate = false) => {
     if (!config) return;
     const logger = createLogger(config.log);
     let app: App;
     try {
-      app = buildApp(config, { logger, roles });
+      app = buildApp(config, { logger, roles, migrate });
     } catch (err) {
       if (!isRouterError(err)) throw err;
       io.stderr(`${err.code}: ${err.message}\n`);
@@ -66,7 +67,7 @@ export function buildCli(io: CliIo): Command {
     .description(
       'Everything in one process on the embedded defaults (SQLite queue under ./data). With no configuration at all, ' +
         'the first run generates a webhook secret for a "github" source in ./data/first-run.json and prints it once. ' +
-        'Today this runs the receiver; the worker and the API join it as they land.',
+        'Runs the receiver and the worker, and brings the store schema up to date first.',
     )
     .action(async () => {
       let base: Record<string, unknown> | undefined;
@@ -81,13 +82,39 @@ export function buildCli(io: CliIo): Command {
           );
         }
       }
-      await run(['receiver'], load(base));
+      await run(['receiver', 'worker'], load(base), true);
     });
 
   program
     .command('receiver')
     .description('The webhook receiver only: verifies, dedupes and publishes to the queue (ports: webhooks, management).')
     .action(() => run(['receiver'], load()));
+
+  program
+    .command('worker')
+    .description('The worker only: consumes the queue, records events and deliveries, delivers, retries, dead-letters (port: management).')
+    .action(() => run(['worker'], load()));
+
+  program
+    .command('migrate')
+    .description('Bring the store schema up to date and exit. Other roles refuse to start on a schema that is behind.')
+    .action(async () => {
+      const config = load();
+      if (!config) return;
+      const store = createStore(config.store);
+      try {
+        await store.connect();
+        const before = await store.schemaStatus();
+        const after = await store.migrate();
+        io.stdout(before.current === after.current ? `schema is up to date (v${after.current})\n` : `migrated schema v${before.current} → v${after.current}\n`);
+      } catch (err) {
+        if (!isRouterError(err)) throw err;
+        io.stderr(`${err.code}: ${err.message}\n`);
+        io.setExitCode(1);
+      } finally {
+        await store.close();
+      }
+    });
 
   const configCmd = program.command('config').description('Validate or show the configuration.');
   configCmd

@@ -3,7 +3,7 @@
  * one process. Names and labels follow design §10; label values come from configuration or verified requests only,
  * so an unauthenticated caller cannot blow up the series count.
  */
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 export type ReceiveOutcome =
   | 'accepted'
@@ -40,6 +40,30 @@ export function createMetrics() {
       labelNames: ['queue'] as const,
       registers,
     }),
+    deliveries: new Counter({
+      name: 'router_deliveries_total',
+      help: 'Delivery attempts by transport and outcome (delivered, retryable, permanent).',
+      labelNames: ['transport', 'outcome'] as const,
+      registers,
+    }),
+    deliverySeconds: new Histogram({
+      name: 'router_delivery_seconds',
+      help: 'Duration of one delivery attempt, by transport.',
+      labelNames: ['transport'] as const,
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    }),
+    retriesScheduled: new Counter({ name: 'router_retries_scheduled_total', help: 'Retries scheduled after a failed attempt.', registers }),
+    dlq: new Counter({ name: 'router_dlq_total', help: 'Deliveries (and poison messages) dead-lettered, by reason.', labelNames: ['reason'] as const, registers }),
+    inflight: new Gauge({ name: 'router_inflight_deliveries', help: 'Deliveries being sent right now by this process.', registers }),
+    ssrfBlocked: new Counter({ name: 'router_ssrf_blocked_total', help: 'Deliveries refused by the SSRF guard.', registers }),
+    ourFaults: new Counter({
+      name: 'router_delivery_released_total',
+      help: 'Claimed deliveries given back without an attempt (shutdown, store trouble, local limits), by reason.',
+      labelNames: ['reason'] as const,
+      registers,
+    }),
+    breakerOpened: new Counter({ name: 'router_breaker_opened_total', help: 'Times a subscriber was paused by its circuit breaker.', registers }),
     dedupeHits: new Counter({
       name: 'router_dedupe_hits_total',
       help: 'Repeated webhooks recognised by their dedupe key, by where they were caught.',

@@ -14,6 +14,7 @@
 import type { z } from 'zod';
 import type { RoutingFields } from '../src/envelope.ts';
 import type { Logger } from '../src/logger.ts';
+import type { EgressPolicy, LookupAll } from './https/ssrf.ts';
 
 /** Why an attempt did not deliver; stable strings, used in attempts, metrics and the DLQ. */
 export type DeliveryCode =
@@ -34,7 +35,8 @@ export type DeliveryCode =
   | 'network_error'
   | 'response_too_large'
   | 'ssrf_blocked'
-  | 'broker_error';
+  | 'broker_error'
+  | 'config_invalid';
 
 export type SendOutcome =
   | { readonly kind: 'delivered'; readonly status?: number; readonly durationMs: number; readonly response?: string }
@@ -70,10 +72,17 @@ export interface OutboundMessage {
   readonly secrets: SigningSecrets;
 }
 
+/** Shared infrastructure every sender may use; the worker builds it once from configuration. */
 export interface SenderDeps {
   readonly logger: Logger;
   /** Stable origin of `webhook-timestamp` and deadlines; injectable for tests. */
   readonly now: () => number;
+  /** The SSRF rules with the `egress.allow` exceptions: any transport that connects to a subscriber's host obeys them. */
+  readonly egress: EgressPolicy;
+  /** Name resolution (`dns.promises.lookup` in production; a fake in tests, never real DNS). */
+  readonly lookup: LookupAll;
+  /** The `delivery` configuration section. */
+  readonly delivery: { readonly timeoutMs: number; readonly maxResponseBytes: number; readonly connectionsPerOrigin: number };
 }
 
 export interface TransportSender {

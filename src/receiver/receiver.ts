@@ -18,6 +18,7 @@ import type { Config } from '../../config/schema.ts';
 import type { QueueProducer } from '../../adapters/queue/port.ts';
 import { RouterError, type RouterErrorCode } from '../errors.ts';
 import { encodeEnvelope } from '../envelope.ts';
+import { parsePayload } from '../payload.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics, ReceiveOutcome } from '../metrics.ts';
 import { readBody } from './body.ts';
@@ -173,17 +174,6 @@ export function createReceiver(deps: ReceiverDeps): (req: IncomingMessage, res: 
 /** Stable across repeats of one webhook: `evt_` + 128 bits of SHA-256(source, dedupe key). */
 export function eventIdFor(sourceId: string, dedupeKey: string): string {
   return `evt_${createHash('sha256').update(`${sourceId}\n${dedupeKey}`).digest('hex').slice(0, 32)}`;
-}
-
-function parsePayload(body: Buffer, mediaType: string | undefined): unknown {
-  try {
-    if (mediaType === 'application/json') return JSON.parse(body.toString('utf8'));
-    // GitHub's form content type: the JSON document sits in the `payload` field.
-    const field = new URLSearchParams(body.toString('utf8')).get('payload');
-    return field === null ? undefined : JSON.parse(field);
-  } catch {
-    return undefined;
-  }
 }
 
 function safeDecode(segment: string): string | undefined {

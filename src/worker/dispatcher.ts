@@ -1,0 +1,301 @@
+/**
+ * The dispatcher: claims due deliveries from the store, sends them through their subscriber's transport, and records
+ * each attempt with the delivery's next state. Every attempt, first or retry, goes through the store's due index, so
+ * a worker that dies loses nothing: its leases expire and another worker claims the deliveries.
+ *
+ * Isolation between subscribers:
+ * - a subscriber holds at most `limits.concurrency` claimed deliveries in this process (one while its breaker
+ *   probes); saturated, disabled and paused subscribers are excluded from claims, so a slow or dead endpoint never
+ *   takes capacity from the others;
+ * - `limits.perSecond` spaces out starts with a token bucket;
+ * - the circuit breaker (breaker.ts) pauses a failing subscriber and defers its deliveries in the store.
+ *
+ * Their fault versus ours: a send that returns is an attempt (recorded, retry budget spent). A send that throws
+ * (shutdown abort, a bug) and any store trouble release the claim without an attempt.
+ */
+import { setTimeout as delay } from 'node:timers/promises';
+import type { ClaimedDelivery, CompletedAttempt, EventRecord, Store } from '../../adapters/store/port.ts';
+import { Waiters } from '../../adapters/queue/waiters.ts';
+import type { Config } from '../../config/schema.ts';
+import type { SendOutcome } from '../../transports/port.ts';
+import type { Logger } from '../logger.ts';
+import type { Metrics } from '../metrics.ts';
+import type { Subscriber } from '../subscribers/model.ts';
+import { Breaker } from './breaker.ts';
+import { RateLimiter } from './limiter.ts';
+import { nextState } from './outcome.ts';
+import type { SenderPool } from './senders.ts';
+import type { SubscriberCache, SubscriberSnapshot } from './subscriber-cache.ts';
+
+export interface DispatcherDeps {
+  readonly store: Store;
+  readonly cache: SubscriberCache;
+  readonly senders: SenderPool;
+  readonly config: Readonly<Pick<Config, 'worker' | 'delivery'>>;
+  readonly metrics: Metrics;
+  readonly logger: Logger;
+  /** Lease owner name: unique per process. */
+  readonly owner: string;
+  readonly now: () => number;
+  readonly rng: () => number;
+}
+
+interface Runtime {
+  held: number;
+  readonly breaker: Breaker;
+  limiter: RateLimiter;
+  perSecond: number;
+}
+
+/** Completions are written in batches: at most every 2 ms, or at once when this many wait. */
+const FLUSH_MS = 2;
+const FLUSH_ITEMS = 200;
+/** Claims last the attempt's deadline plus this margin; a delivery that waited locally past that is given back. */
+const LEASE_MARGIN_MS = 60_000;
+
+export function createDispatcher(deps: DispatcherDeps) {
+  const { store, cache, senders, metrics, logger, owner } = deps;
+  const cfg = deps.config.worker;
+  const leaseMs = deps.config.delivery.timeoutMs + LEASE_MARGIN_MS;
+  const runtimes = new Map<string, Runtime>();
+  const wake = new Waiters();
+  const abort = new AbortController();
+  const inflightRuns = new Set<Promise<void>>();
+  let completions: CompletedAttempt[] = [];
+  let releases: string[] = [];
+  let flushTimer: NodeJS.Timeout | undefined;
+  let flushing: Promise<void> = Promise.resolve();
+  let stopping = false;
+  let loop: Promise<void> | undefined;
+
+  function runtime(s: Subscriber): Runtime {
+    let rt = runtimes.get(s.id);
+    if (!rt) {
+      rt = { held: 0, breaker: new Breaker(cfg.breaker), limiter: new RateLimiter(s.limits.perSecond, deps.now()), perSecond: s.limits.perSecond };
+      runtimes.set(s.id, rt);
+    } else if (rt.perSecond !== s.limits.perSecond) {
+      rt.limiter = new RateLimiter(s.limits.perSecond, deps.now());
+      rt.perSecond = s.limits.perSecond;
+    }
+    return rt;
+  }
+
+  const capacity = (s: Subscriber, rt: Runtime, now: number) => (rt.breaker.state(now) === 'half-open' ? 1 : s.limits.concurrency);
+
+  function excluded(snapshot: SubscriberSnapshot, now: number): string[] {
+    const out: string[] = [];
+    for (const { subscriber: s } of snapshot.all) {
+      const rt = runtimes.get(s.id);
+      if (!s.enabled || (rt && (rt.breaker.state(now) === 'open' || rt.held >= capacity(s, rt, now)))) out.push(s.id);
+    }
+    return out;
+  }
+
+  function scheduleFlush(): void {
+    if (completions.length + releases.length >= FLUSH_ITEMS) {
+      void flush();
+    } else {
+      flushTimer ??= setTimeout(() => void flush(), FLUSH_MS);
+    }
+  }
+
+  /** Writes gathered completions and releases; serialised, and retried while the store is down. */
+  function flush(): Promise<void> {
+    clearTimeout(flushTimer);
+    flushTimer = undefined;
+    flushing = flushing.then(async () => {
+      const batch = completions;
+      const given = releases;
+      completions = [];
+      releases = [];
+      if (batch.length === 0 && given.length === 0) return;
+      try {
+        await store.complete(owner, batch, deps.now());
+        if (given.length > 0) await store.release(owner, given, deps.now());
+        wake.wakeAll(); // ordered deliveries behind these may be claimable now
+      } catch (err) {
+        logger.error({ err, completions: batch.length }, 'recording attempts failed; retrying');
+        completions = batch.concat(completions);
+        releases = given.concat(releases);
+        if (!stopping) flushTimer ??= setTimeout(() => void flush(), 1_000);
+        else throw err;
+      }
+    });
+    return flushing;
+  }
+
+  function giveBack(ids: string[], reason: string): void {
+    if (ids.length === 0) return;
+    metrics.ourFaults.inc({ reason }, ids.length);
+    releases.push(...ids);
+    scheduleFlush();
+  }
+
+  async function run(claim: ClaimedDelivery, subscriber: Subscriber, event: EventRecord, rt: Runtime, claimedAt: number): Promise<void> {
+    const log = logger.child({ deliveryId: claim.id, subscriberId: subscriber.id, attempt: claim.attempt });
+    try {
+      const wait = rt.limiter.reserve(deps.now());
+      if (wait > 0) await delay(wait, undefined, { signal: abort.signal });
+      // Too late to finish inside our lease: another worker may already have claimed it.
+      if (deps.now() > claimedAt + leaseMs - deps.config.delivery.timeoutMs) return giveBack([claim.id], 'lease_expiring');
+
+      const started = deps.now();
+      let outcome: SendOutcome;
+      try {
+        const sender = senders.get(subscriber);
+        outcome = await sender.send(
+          {
+            deliveryId: claim.id,
+            attempt: claim.attempt,
+            eventId: event.id,
+            source: event.source,
+            routing: event.routing,
+            headers: event.headers,
+            body: event.body,
+            secrets: subscriber.secrets,
+          },
+          abort.signal,
+        );
+      } catch (err) {
+        if (!isConfigError(err)) {
+          log.warn({ err }, 'send failed on our side; the delivery goes back without an attempt');
+          return giveBack([claim.id], abort.signal.aborted ? 'shutdown' : 'send_error');
+        }
+        outcome = { kind: 'permanent', code: 'config_invalid', durationMs: 0 };
+      }
+      record(claim, subscriber, rt, outcome, started, log);
+    } catch (err) {
+      // Aborted while waiting for a token (shutdown) or a bug: either way not an attempt.
+      giveBack([claim.id], abort.signal.aborted ? 'shutdown' : 'internal');
+      if (!abort.signal.aborted) log.error({ err }, 'dispatch failed');
+    }
+  }
+
+  function record(claim: ClaimedDelivery, subscriber: Subscriber, rt: Runtime, outcome: SendOutcome, started: number, log: Logger): void {
+    const now = deps.now();
+    const next = nextState(outcome, claim.attempt, subscriber.retry, now, deps.rng);
+    const transport = subscriber.transport.kind;
+    metrics.deliveries.inc({ transport, outcome: outcome.kind });
+    metrics.deliverySeconds.observe({ transport }, outcome.durationMs / 1000);
+    if (next.status === 'retry') metrics.retriesScheduled.inc();
+    if (next.status === 'dead') metrics.dlq.inc({ reason: next.reason });
+    if (outcome.kind !== 'delivered' && outcome.code === 'ssrf_blocked') metrics.ssrfBlocked.inc();
+
+    if (outcome.kind === 'delivered') rt.breaker.onSuccess();
+    else if (outcome.kind === 'retryable' && rt.breaker.onFailure(now)) {
+      metrics.breakerOpened.inc();
+      log.warn({ until: new Date(rt.breaker.openUntil).toISOString() }, 'subscriber paused by its circuit breaker');
+      store.deferSubscriber(subscriber.id, rt.breaker.openUntil).catch((err: unknown) => log.warn({ err }, 'deferring deliveries failed'));
+    }
+    if (next.status === 'dead' && next.reason === 'endpoint_gone') disable(subscriber, log);
+
+    log.debug({ outcome: outcome.kind, code: outcome.kind === 'delivered' ? undefined : outcome.code, status: outcome.status, next: next.status }, 'attempt');
+    completions.push({
+      attempt: {
+        deliveryId: claim.id,
+        attempt: claim.attempt,
+        startedAt: started,
+        durationMs: Math.round(outcome.durationMs),
+        outcome: outcome.kind,
+        code: outcome.kind === 'delivered' ? undefined : outcome.code,
+        status: outcome.status,
+        response: outcome.response,
+      },
+      next,
+    });
+    scheduleFlush();
+  }
+
+  /** 410 Gone: the endpoint asked to be forgotten (Standard Webhooks). Visible through the API; re-enable by hand. */
+  function disable(subscriber: Subscriber, log: Logger): void {
+    store
+      .updateSubscriber(subscriber.id, { spec: { enabled: false }, disabledReason: 'endpoint_gone' }, deps.now())
+      .then(() => cache.invalidate())
+      .catch((err: unknown) => log.error({ err }, 'disabling the subscriber failed'));
+    log.warn('subscriber answered 410 Gone; disabled');
+  }
+
+  async function claimOnce(): Promise<boolean> {
+    const free = cfg.concurrency - inflightRuns.size;
+    if (free <= 0) return false;
+    const snapshot = await cache.get();
+    const now = deps.now();
+    const claimed = await store.claimDue({ owner, now, leaseMs, limit: Math.min(free, cfg.claimBatch), exclude: excluded(snapshot, now) });
+    if (claimed.length === 0) return false;
+    let events: Map<string, EventRecord>;
+    try {
+      events = new Map((await store.loadEvents(claimed.map((c) => c.eventId))).map((e) => [e.id, e]));
+    } catch (err) {
+      giveBack(claimed.map((c) => c.id), 'store_error');
+      throw err;
+    }
+    const back: string[] = [];
+    for (const claim of claimed) {
+      const subscriber = snapshot.byId.get(claim.subscriberId)?.subscriber;
+      const event = events.get(claim.eventId);
+      if (!subscriber?.enabled || !event) {
+        back.push(claim.id); // deleted (already dead-lettered), disabled meanwhile, or its event was swept
+        continue;
+      }
+      const rt = runtime(subscriber);
+      if (rt.held >= capacity(subscriber, rt, now)) {
+        back.push(claim.id);
+        continue;
+      }
+      rt.held += 1;
+      metrics.inflight.inc();
+      const p: Promise<void> = run(claim, subscriber, event, rt, now).finally(() => {
+        rt.held -= 1;
+        metrics.inflight.dec();
+        inflightRuns.delete(p);
+        wake.wakeAll();
+      });
+      inflightRuns.add(p);
+    }
+    giveBack(back, 'not_runnable');
+    return true;
+  }
+
+  async function claimLoop(): Promise<void> {
+    while (!stopping) {
+      let claimed = false;
+      try {
+        claimed = await claimOnce();
+      } catch (err) {
+        logger.error({ err }, 'claiming deliveries failed');
+        await wake.wait(1_000);
+        continue;
+      }
+      if (!claimed) await wake.wait(cfg.pollIntervalMs);
+    }
+  }
+
+  return {
+    start(): void {
+      loop ??= claimLoop();
+    },
+    /** New deliveries were ingested: look now instead of at the next poll. */
+    wake(): void {
+      wake.wakeAll();
+    },
+    inflight: () => inflightRuns.size,
+    /**
+     * Stops claiming, lets in-flight sends finish until `deadline`, then aborts the rest (their claims are released,
+     * no attempt recorded) and writes everything still buffered.
+     */
+    async close(deadline: number): Promise<void> {
+      stopping = true;
+      wake.wakeAll();
+      await loop;
+      const left = deadline - Date.now();
+      const timer = setTimeout(() => abort.abort(), Math.max(0, left));
+      await Promise.allSettled([...inflightRuns]);
+      clearTimeout(timer);
+      await flush().catch((err: unknown) => logger.error({ err }, 'final write of attempts failed; their leases will expire'));
+    },
+  };
+}
+
+const isConfigError = (err: unknown) => typeof err === 'object' && err !== null && (err as { name?: string }).name === 'ZodError';
+
+export type Dispatcher = ReturnType<typeof createDispatcher>;
