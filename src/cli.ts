@@ -9,8 +9,10 @@ import { loadConfig } from '../config/load.ts';
 import { redactConfig } from '../config/redact.ts';
 import type { Config } from '../config/schema.ts';
 import { createStore } from '../adapters/store/index.ts';
+import type { Store } from '../adapters/store/port.ts';
+import { DlqUsageError, dlqList, dlqPurge, dlqReplay, dlqShow, progressBar, type SelectOptions } from './dlq/commands.ts';
 import { type App, buildApp, type Role } from './app.ts';
-import { isRouterError } from './errors.ts';
+import { RouterError, isRouterError } from './errors.ts';
 import { createLogger, type Logger } from './logger.ts';
 
 export interface CliIo {
@@ -20,6 +22,8 @@ export interface CliIo {
   readonly dataDir: string;
   readonly stdout: (text: string) => void;
   readonly stderr: (text: string) => void;
+  /** Whether stderr is a terminal (progress bars go there only then). */
+  readonly stderrIsTTY: boolean;
   /** Runs a long-lived app until a shutdown signal; resolves once it has closed. */
   readonly runService: (app: App, logger: Logger, graceMs: number) => Promise<void>;
   readonly setExitCode: (code: number) => void;
@@ -115,6 +119,77 @@ export function buildCli(io: CliIo): Command {
         await store.close();
       }
     });
+
+  /** Runs fn against the configured store; usage errors exit 2, store and schema errors exit 1. */
+  const withStore = async (fn: (store: Store) => Promise<void>) => {
+    const config = load();
+    if (!config) return;
+    const store = createStore(config.store);
+    try {
+      await store.connect();
+      const status = await store.schemaStatus();
+      if (status.current !== status.latest) {
+        throw new RouterError('ROUTER_ERR_SCHEMA_MISMATCH', `store schema is v${status.current}, this release needs v${status.latest}: run \`webhook-router migrate\``);
+      }
+      await fn(store);
+    } catch (err) {
+      if (err instanceof DlqUsageError) {
+        io.stderr(`${err.message}\n`);
+        io.setExitCode(2);
+      } else if (isRouterError(err)) {
+        io.stderr(`${err.code}: ${err.message}\n`);
+        io.setExitCode(1);
+      } else throw err;
+    } finally {
+      await store.close();
+    }
+  };
+  const dlqIo = (json?: boolean) => ({
+    out: io.stdout,
+    progress: io.stderrIsTTY && !json ? progressBar(io.stderr) : undefined,
+    now: Date.now,
+  });
+  const filters = (cmd: Command) =>
+    cmd
+      .option('--subscriber <id>', 'only dead letters of this subscriber')
+      .option('--event <id>', 'only dead letters of this event')
+      .option('--reason <reason>', 'max_attempts, endpoint_gone, rejected, ssrf_blocked, poison, subscriber_deleted, …')
+      .option('--since <time>', 'dead since this time: ISO 8601 or a duration ago (2h, 7d)')
+      .option('--until <time>', 'dead before this time: ISO 8601 or a duration ago')
+      .option('--limit <n>', 'at most this many')
+      .option('--json', 'machine-readable output');
+
+  const dlq = program.command('dlq').description('Dead letters: deliveries that finally failed, and poison queue messages.');
+  filters(dlq.command('list').description('List dead letters, oldest first.')).action((o: SelectOptions & { json?: boolean }) =>
+    withStore((store) => dlqList(store, o, dlqIo(o.json))),
+  );
+  dlq
+    .command('show <id>')
+    .description('Show one dead letter with its delivery and every attempt.')
+    .action((id: string) =>
+      withStore(async (store) => {
+        if (!(await dlqShow(store, id, dlqIo(true)))) {
+          io.stderr(`no dead letter ${id}\n`);
+          io.setExitCode(1);
+        }
+      }),
+    );
+  filters(dlq.command('replay').description('Deliver again: a new attempt cycle with the same webhook-id.'))
+    .option('--dry-run', 'show what would be replayed, change nothing')
+    .option('--rate <n/s>', 'replays per second (e.g. 50 or 50/s)')
+    .option('--to-subscriber <id>', 'deliver the events to this subscriber instead (a new delivery id)')
+    .action((o: SelectOptions & { json?: boolean; dryRun?: boolean; rate?: string; toSubscriber?: string }) =>
+      withStore(async (store) => {
+        await dlqReplay(store, o, dlqIo(o.json));
+      }),
+    );
+  filters(dlq.command('purge').description('Delete dead letters for good (needs a filter or --all).'))
+    .option('--all', 'purge every dead letter')
+    .action((o: SelectOptions & { json?: boolean; all?: boolean }) =>
+      withStore(async (store) => {
+        await dlqPurge(store, o, dlqIo(o.json));
+      }),
+    );
 
   const configCmd = program.command('config').description('Validate or show the configuration.');
   configCmd

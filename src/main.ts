@@ -11,6 +11,7 @@ const cli = buildCli({
   dataDir: './data',
   stdout: (text) => process.stdout.write(text),
   stderr: (text) => process.stderr.write(text),
+  stderrIsTTY: process.stderr.isTTY === true,
   setExitCode: (code) => {
     process.exitCode = code;
   },

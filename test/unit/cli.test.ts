@@ -20,6 +20,7 @@ async function run(args: string[], env: Record<string, string> = {}, dataDir = j
     readFile: (p) => readFileSync(p, 'utf8'),
     stdout: (t) => out.push(t),
     stderr: (t) => err.push(t),
+    stderrIsTTY: false,
     setExitCode: (c) => {
       exitCode = c;
     },
