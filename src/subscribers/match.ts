@@ -143,7 +143,9 @@ function resolve(path: string, input: MatchInput): unknown {
   if (!path.startsWith('payload.')) return path === 'source' ? input.source : input.routing[path as keyof RoutingFields];
   let node: unknown = input.payload();
   for (const key of path.slice('payload.'.length).split('.')) {
+    // Own data only: no prototype members, and arrays by index only (no `length`).
     if (typeof node !== 'object' || node === null || !Object.hasOwn(node, key)) return undefined;
+    if (Array.isArray(node) && !/^\d+$/.test(key)) return undefined;
     node = (node as Record<string, unknown>)[key];
   }
   return node;
