@@ -190,7 +190,10 @@ export interface Store {
   complete(owner: string, results: readonly CompletedAttempt[], now: number): Promise<void>;
   /** Gives leased deliveries back without recording an attempt (our fault, shutdown, a local limit). */
   release(owner: string, deliveryIds: readonly string[], nextAttemptAt: number): Promise<void>;
-  /** Pushes every pending delivery of a subscriber to at least `until` (circuit breaker). Returns how many moved. */
+  /**
+   * Pushes every pending delivery of a subscriber to at least `until` (circuit breaker). A delivery in flight keeps
+   * its holder, who may still complete it; should the holder die, it comes back at `until`. Returns how many moved.
+   */
   deferSubscriber(subscriberId: string, until: number): Promise<number>;
   /** Makes delivery ids pending again now, keeping their ids (API retry, DLQ replay). */
   requeue(deliveryIds: readonly string[], now: number): Promise<number>;

@@ -46,6 +46,7 @@ const CHUNK = 500;
 export function createSqlStore(options: SqlStoreOptions): Store {
   const { db, transaction } = options;
   const skipLocked: RawBuilder<unknown> = options.kind === 'postgres' ? sql`FOR UPDATE SKIP LOCKED` : sql``;
+  const forUpdate: RawBuilder<unknown> = options.kind === 'postgres' ? sql`FOR UPDATE` : sql``;
 
   const bumpSubscribersVersion = (q: Db) => sql`UPDATE router_meta SET value = value + 1 WHERE key = 'subscribers_version'`.execute(q);
   const affected = (r: { numAffectedRows?: bigint }) => Number(r.numAffectedRows ?? 0n);
@@ -158,10 +159,14 @@ async function requeue(deliveryIds: readonly string[], now: number): Promise<num
         const { id: _id, secrets: _s, name, enabled, disabledReason: _d, version: _v, createdAt: _c, updatedAt: _u, ...rest } = merged;
         const secrets = patch.secrets ?? current.secrets;
         const disabledReason = patch.disabledReason === undefined ? (current.disabledReason ?? null) : patch.disabledReason;
-        await sql`
-          UPDATE subscribers SET name = ${name}, enabled = ${enabled ? 1 : 0}, spec = ${JSON.stringify(rest)},
-            secrets = ${JSON.stringify(secrets)}, disabled_reason = ${disabledReason}, version = version + 1, updated_at = ${now}
-          WHERE id = ${id}`.execute(q);
+        // The version check in the UPDATE itself makes concurrent writers safe without a row lock.
+        const changed = affected(
+          await sql`
+            UPDATE subscribers SET name = ${name}, enabled = ${enabled ? 1 : 0}, spec = ${JSON.stringify(rest)},
+              secrets = ${JSON.stringify(secrets)}, disabled_reason = ${disabledReason}, version = version + 1, updated_at = ${now}
+            WHERE id = ${id} AND version = ${current.version}`.execute(q),
+        );
+        if (changed === 0) return undefined;
         await bumpSubscribersVersion(q);
         return { ...merged, secrets, disabledReason: disabledReason ?? undefined, version: current.version + 1, updatedAt: now };
       });
@@ -182,10 +187,16 @@ async function requeue(deliveryIds: readonly string[], now: number): Promise<num
 
     async ingest(items: readonly IngestItem[], now, dedupeUntil): Promise<IngestResult[]> {
       if (items.length === 0) return [];
+      // The first item of an event id is the one that may create it; a repeat later in the same batch is a duplicate.
+      const first = new Map<string, number>();
+      items.forEach((it, i) => {
+        if (!first.has(it.event.id)) first.set(it.event.id, i);
+      });
       return transaction(async (q) => {
         const fresh = new Set<string>();
         for (let i = 0; i < items.length; i += CHUNK) {
-          const chunk = items.slice(i, i + CHUNK);
+          const chunk = items.slice(i, i + CHUNK).filter((it, k) => first.get(it.event.id) === i + k);
+          if (chunk.length === 0) continue;
           const keys = chunk.map(({ event: e }) => sql`(${e.id}, ${e.source}, ${e.dedupeKey}, ${dedupeUntil})`);
           const { rows } = await sql<{ event_id: string }>`
             INSERT INTO dedupe_keys (event_id, source, dedupe_key, expires_at) VALUES ${sql.join(keys)}
@@ -215,7 +226,7 @@ async function requeue(deliveryIds: readonly string[], now: number): Promise<num
               VALUES ${sql.join(deliveries.slice(j, j + CHUNK))} ON CONFLICT (id) DO NOTHING`.execute(q);
           }
         }
-        return items.map((it) => (fresh.has(it.event.id) ? 'created' : 'duplicate'));
+        return items.map((it, i) => (fresh.has(it.event.id) && first.get(it.event.id) === i ? 'created' : 'duplicate'));
       });
     },
 
@@ -240,9 +251,19 @@ async function requeue(deliveryIds: readonly string[], now: number): Promise<num
       return rows.map(toEvent);
     },
 
-    async complete(owner, results: readonly CompletedAttempt[], now) {
-      if (results.length === 0) return;
+    async complete(owner, all: readonly CompletedAttempt[], now) {
+      if (all.length === 0) return;
       await transaction(async (q) => {
+        // Entries whose lease this owner no longer holds are skipped entirely: no state change and no attempt row.
+        const held = new Set<string>();
+        for (let i = 0; i < all.length; i += CHUNK) {
+          const ids = all.slice(i, i + CHUNK).map((r) => r.attempt.deliveryId);
+          const { rows } = await sql<{ id: string }>`
+            SELECT id FROM deliveries WHERE lease_owner = ${owner} AND status = 'pending' AND id IN (${sql.join(ids)}) ${forUpdate}`.execute(q);
+          for (const r of rows) held.add(r.id);
+        }
+        const results = all.filter((r) => held.has(r.attempt.deliveryId));
+        if (results.length === 0) return;
         for (let i = 0; i < results.length; i += CHUNK) {
           const attempts = results.slice(i, i + CHUNK).map(({ attempt: a }) => sql`(${a.deliveryId}, ${a.attempt}, ${a.startedAt}, ${a.durationMs}, ${a.outcome}, ${a.code ?? null}, ${a.status ?? null}, ${a.response ?? null})`);
           await sql`INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms, outcome, code, status, response) VALUES ${sql.join(attempts)}`.execute(q);
@@ -280,7 +301,7 @@ async function requeue(deliveryIds: readonly string[], now: number): Promise<num
       return affected(
         await sql`
           UPDATE deliveries SET next_attempt_at = ${until}
-          WHERE subscriber_id = ${subscriberId} AND status = 'pending' AND lease_owner IS NULL AND next_attempt_at < ${until}`.execute(db),
+          WHERE subscriber_id = ${subscriberId} AND status = 'pending' AND next_attempt_at < ${until}`.execute(db),
       );
     },
 
@@ -358,8 +379,13 @@ async function requeue(deliveryIds: readonly string[], now: number): Promise<num
       return transaction(async (q) => {
         const deadLetters = affected(await sql`DELETE FROM dead_letters WHERE created_at < ${now - retention.dlqDays * day}`.execute(q));
         const dedupeKeys = affected(await sql`DELETE FROM dedupe_keys WHERE expires_at < ${now}`.execute(q));
-        await sql`DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE updated_at < ${eventsBefore} AND status <> 'pending')`.execute(q);
-        const deliveries = affected(await sql`DELETE FROM deliveries WHERE updated_at < ${eventsBefore} AND status <> 'pending'`.execute(q));
+        // A dead delivery stays (with its attempts, and so its event) while its dead letter is kept: it can be replayed.
+        const unreferenced = sql`NOT EXISTS (SELECT 1 FROM dead_letters l WHERE l.delivery_id = deliveries.id)`;
+        await sql`DELETE FROM attempts WHERE delivery_id IN (
+          SELECT id FROM deliveries WHERE updated_at < ${eventsBefore} AND status <> 'pending' AND ${unreferenced})`.execute(q);
+        const deliveries = affected(
+          await sql`DELETE FROM deliveries WHERE updated_at < ${eventsBefore} AND status <> 'pending' AND ${unreferenced}`.execute(q),
+        );
         const events = affected(
           await sql`
             DELETE FROM events WHERE created_at < ${eventsBefore}

@@ -1,0 +1,117 @@
+/**
+ * Builders for tests that drive a store only through its port (adapters/store/port.ts): subscribers, events with
+ * awkward bodies, deliveries with derived ids, attempt records. Every builder is deterministic except `randomBody`.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import type { z } from 'zod';
+import { deliveryIdFor } from '../../adapters/store/ids.ts';
+import type {
+  AttemptRecord,
+  ClaimedDelivery,
+  EventRecord,
+  IngestItem,
+  NewDelivery,
+  NewSubscriber,
+} from '../../adapters/store/port.ts';
+import { SubscriberSpec } from '../../src/subscribers/model.ts';
+
+export { deliveryIdFor };
+
+/** A fixed, far-from-epoch instant; tests pass `now` explicitly and count from here. */
+export const T0 = Date.UTC(2031, 0, 1, 12, 0, 0);
+export const DAY = 86_400_000;
+
+/** A subscriber spec through the real zod schema, so defaults are the ones the API stores. */
+export function subscriberSpec(overrides: Partial<z.input<typeof SubscriberSpec>> = {}): SubscriberSpec {
+  return SubscriberSpec.parse({
+    name: 'ci-dashboard',
+    transport: { kind: 'https', url: 'https://ci.example.com/hooks', headers: {}, timeoutMs: 15_000, signing: 'standard-webhooks' },
+    filter: { sources: ['github'], events: ['push', 'pull_request.*'], repositories: ['acme/*', '!acme/secret-*'] },
+    retry: { schedule: [1, 5, 30], maxAttempts: 3 },
+    ...overrides,
+  });
+}
+
+export function newSubscriber(id: string, overrides: Partial<z.input<typeof SubscriberSpec>> = {}): NewSubscriber {
+  return { ...subscriberSpec({ name: `subscriber ${id}`, ...overrides }), id, secrets: { current: `whsec_${id}_secret` } };
+}
+
+/**
+ * Bytes a JSON or UTF-8 layer would mangle: NUL, 0xFF, a truncated two-byte sequence, an encoded surrogate, an
+ * overlong slash, a CR LF, followed by random bytes.
+ */
+export function randomBody(size: number): Uint8Array {
+  const nasty = [0x00, 0xff, 0xc3, 0x28, 0xed, 0xa0, 0x80, 0xc0, 0xaf, 0x0d, 0x0a, 0x00, 0xfe];
+  const out = new Uint8Array(Math.max(size, nasty.length));
+  out.set(nasty, 0);
+  out.set(randomBytes(out.length - nasty.length), nasty.length);
+  return out;
+}
+
+export function eventRecord(id: string, overrides: Partial<EventRecord> = {}): EventRecord {
+  return {
+    id,
+    source: 'github',
+    sourceKind: 'github',
+    dedupeKey: `gh-${id}`,
+    receivedAt: T0,
+    headers: { 'x-github-event': 'push', 'x-github-delivery': `gh-${id}`, 'x-github-hook-id': '42' },
+    routing: { event: 'push', repository: 'acme/api', organization: 'acme', ref: 'refs/heads/main', sender: 'octocat' },
+    body: new TextEncoder().encode(JSON.stringify({ ref: 'refs/heads/main', id })),
+    ...overrides,
+  };
+}
+
+export function newDelivery(eventId: string, subscriberId: string, orderingKey?: string): NewDelivery {
+  return { id: deliveryIdFor(eventId, subscriberId), subscriberId, orderingKey };
+}
+
+/** One event with one delivery per subscriber (all with `orderingKey`, when given). */
+export function ingestItem(
+  eventId: string,
+  subscriberIds: readonly string[],
+  options: { orderingKey?: string; event?: Partial<EventRecord> } = {},
+): IngestItem {
+  return {
+    event: eventRecord(eventId, options.event),
+    deliveries: subscriberIds.map((s) => newDelivery(eventId, s, options.orderingKey)),
+  };
+}
+
+const outcomes = {
+  delivered: { code: undefined, status: 200, response: 'ok' },
+  retryable: { code: 'http_5xx', status: 503, response: 'unavailable' },
+  permanent: { code: 'http_4xx', status: 400, response: 'bad request' },
+} as const;
+
+/** The attempt a worker records for a claimed delivery. */
+export function attemptFor(
+  claimed: Pick<ClaimedDelivery, 'id' | 'attempt'>,
+  outcome: AttemptRecord['outcome'],
+  startedAt: number,
+  overrides: Partial<AttemptRecord> = {},
+): AttemptRecord {
+  return { deliveryId: claimed.id, attempt: claimed.attempt, startedAt, durationMs: 12, outcome, ...outcomes[outcome], ...overrides };
+}
+
+/** Byte equality that ignores the view type (a Buffer from SQLite, a Uint8Array or BSON Binary view elsewhere). */
+export function assertSameBytes(actual: Uint8Array, expected: Uint8Array, message?: string): void {
+  const a = Buffer.from(actual.buffer, actual.byteOffset, actual.byteLength);
+  const e = Buffer.from(expected.buffer, expected.byteOffset, expected.byteLength);
+  if (a.equals(e)) return;
+  const first = Array.from({ length: Math.min(a.length, e.length) }, (_, i) => i).find((i) => a[i] !== e[i]);
+  assert.fail(
+    `${message ?? 'bodies differ'}: ${a.length} bytes back, ${e.length} stored` +
+      (first === undefined ? '' : `, first difference at byte ${first} (${a[first]} ≠ ${e[first]})`),
+  );
+}
+
+/** A value as JSON would carry it: drops `undefined` members, so stored and returned objects compare fairly. */
+export function plain<T>(value: T): unknown {
+  return JSON.parse(JSON.stringify(value));
+}
+
+export function sorted(values: Iterable<string>): string[] {
+  return [...values].sort();
+}
