@@ -24,6 +24,7 @@ export const errorCodes = {
   ROUTER_ERR_BODY_INVALID: 'The body could not be parsed as the declared content type.',
   ROUTER_ERR_UNSUPPORTED_MEDIA_TYPE: 'The content type is neither application/json nor form-encoded.',
   ROUTER_ERR_SOURCE_UNKNOWN: 'No source is configured under that id.',
+  ROUTER_ERR_SENDER_CLOSED: 'A transport sender was used after close() (its subscriber changed or the worker is stopping).',
   ROUTER_ERR_SCHEMA_MISMATCH: 'The database schema is older than this release needs (run `webhook-router migrate`) or newer than it knows.',
   ROUTER_ERR_STORE_UNAVAILABLE: 'The store (SQLite, PostgreSQL, MongoDB) could not be reached or refused a write.',
   ROUTER_ERR_METHOD_NOT_ALLOWED: 'The route exists but not for this HTTP method.',

@@ -15,6 +15,44 @@ import { createHmac } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { OutboundMessage } from './port.ts';
 
+/**
+ * Source headers that never travel on: the source's own credentials (design §6: "never forward the source's
+ * signature or token"), the ones the router sets itself, and framing/hop-by-hop headers undici manages. Applied here,
+ * so every transport obeys it.
+ */
+const NOT_PASSED_THROUGH: ReadonlySet<string> = new Set([
+  'x-hub-signature',
+  'x-hub-signature-256',
+  'x-gitlab-token',
+  'authorization',
+  'proxy-authorization',
+  'cookie',
+  'webhook-id',
+  'webhook-timestamp',
+  'webhook-signature',
+  'webhook-attempt',
+  'user-agent',
+  'host',
+  'content-length',
+  'transfer-encoding',
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'upgrade',
+  'expect',
+]);
+
+export function passThrough(headers: Readonly<Record<string, string>>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    const lower = name.toLowerCase();
+    if (!NOT_PASSED_THROUGH.has(lower)) out[lower] = value;
+  }
+  return out;
+}
+
 export type SigningScheme = 'standard-webhooks' | 'github';
 
 const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -37,7 +75,7 @@ export function outboundHeaders(message: OutboundMessage, signing: SigningScheme
   const timestamp = Math.floor(nowMs / 1000);
   const secrets = [message.secrets.current, ...(message.secrets.previous ? [message.secrets.previous] : [])];
   const headers: Record<string, string> = {
-    ...message.headers,
+    ...passThrough(message.headers),
     'user-agent': userAgent,
     'webhook-id': message.deliveryId,
     'webhook-timestamp': String(timestamp),

@@ -21,7 +21,6 @@ export type DeliveryCode =
   | 'http_3xx'
   | 'http_4xx'
   | 'http_408'
-  | 'http_409'
   | 'http_410'
   | 'http_413'
   | 'http_425'
