@@ -119,6 +119,16 @@ export interface DeadLetterFilter {
   readonly until?: number | undefined;
 }
 
+export interface DeliveryFilter {
+  readonly subscriber?: string | undefined;
+  readonly status?: DeliveryView['status'] | undefined;
+  readonly event?: string | undefined;
+  /** created at or after (ms) */
+  readonly since?: number | undefined;
+  /** created before (ms) */
+  readonly until?: number | undefined;
+}
+
 export interface Page<T> {
   readonly items: T[];
   readonly nextCursor: string | undefined;
@@ -198,6 +208,9 @@ export interface Store {
   /** Makes delivery ids pending again now, keeping their ids (API retry, DLQ replay). */
   requeue(deliveryIds: readonly string[], now: number): Promise<number>;
   getDelivery(id: string): Promise<(DeliveryView & { attemptLog: AttemptRecord[] }) | undefined>;
+  /** Newest first; the cursor is stable under inserts. */
+  listDeliveries(filter: DeliveryFilter, page: PageRequest): Promise<Page<DeliveryView>>;
+  getEvent(id: string): Promise<EventRecord | undefined>;
 
   // Dead letters
   recordPoison(detail: string, now: number): Promise<void>;

@@ -64,7 +64,8 @@ CREATE TABLE dedupe_keys (
 CREATE INDEX dedupe_keys_expires ON dedupe_keys (expires_at);
 
 CREATE TABLE deliveries (
-  id               TEXT PRIMARY KEY,
+  seq              {serial},
+  id               TEXT NOT NULL UNIQUE,
   event_id         TEXT NOT NULL,
   event_seq        {bigint} NOT NULL,
   subscriber_id    TEXT NOT NULL,
@@ -81,7 +82,7 @@ CREATE TABLE deliveries (
 );
 CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pending';
 CREATE INDEX deliveries_ordering ON deliveries (subscriber_id, ordering_key, event_seq) WHERE status = 'pending' AND ordering_key IS NOT NULL;
-CREATE INDEX deliveries_subscriber ON deliveries (subscriber_id, status);
+CREATE INDEX deliveries_subscriber ON deliveries (subscriber_id, seq);
 CREATE INDEX deliveries_event ON deliveries (event_id);
 CREATE INDEX deliveries_updated ON deliveries (updated_at);
 

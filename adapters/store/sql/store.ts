@@ -307,6 +307,25 @@ async function requeue(deliveryIds: readonly string[], now: number): Promise<num
 
     requeue,
 
+    async listDeliveries(filter, page) {
+      const before = page.cursor ? Number(page.cursor) : Number.MAX_SAFE_INTEGER;
+      const { rows } = await sql<Row>`
+        SELECT * FROM deliveries WHERE seq < ${before}
+          ${filter.subscriber ? sql`AND subscriber_id = ${filter.subscriber}` : sql``}
+          ${filter.status ? sql`AND status = ${filter.status}` : sql``}
+          ${filter.event ? sql`AND event_id = ${filter.event}` : sql``}
+          ${filter.since !== undefined ? sql`AND created_at >= ${filter.since}` : sql``}
+          ${filter.until !== undefined ? sql`AND created_at < ${filter.until}` : sql``}
+        ORDER BY seq DESC LIMIT ${page.limit + 1}`.execute(db);
+      const items = rows.slice(0, page.limit);
+      return { items: items.map(toDelivery), nextCursor: rows.length > page.limit ? String(items.at(-1)?.seq) : undefined };
+    },
+
+    async getEvent(id) {
+      const { rows } = await sql<Row>`SELECT * FROM events WHERE id = ${id}`.execute(db);
+      return rows[0] ? toEvent(rows[0]) : undefined;
+    },
+
     async getDelivery(id) {
       const { rows } = await sql<Row>`SELECT * FROM deliveries WHERE id = ${id}`.execute(db);
       if (!rows[0]) return undefined;
