@@ -60,13 +60,18 @@ export function createReceiver(deps: ReceiverDeps): (req: IncomingMessage, res: 
     reply(res, status, { error: { code, message } }, headers);
   }
 
-  /** Answers before the body was read: close the connection, and stop listening if the client keeps sending. */
+  /**
+   * Answers before the body was read. The rest is read and discarded (never buffered) for at most a second, then the
+   * connection is cut: closing at once would make the kernel reset the client's in-flight bytes, and the client
+   * would lose this answer (RFC 9112 §9.6).
+   */
   function failEarly(req: IncomingMessage, res: ServerResponse, status: number, code: RouterErrorCode, message: string): void {
-    fail(res, status, code, message, { connection: 'close' });
-    // Node discards the unread rest of the body after the response; bound that at one second.
-    res.once('finish', () => {
-      if (!req.complete) setTimeout(() => req.destroy(), 1_000).unref();
-    });
+    fail(res, status, code, message);
+    if (req.complete) return;
+    req.resume();
+    const timer = setTimeout(() => req.destroy(), 1_000).unref();
+    req.once('end', () => clearTimeout(timer));
+    req.once('close', () => clearTimeout(timer));
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {

@@ -138,8 +138,9 @@ const gitlab: SourceKindHandler = {
     };
   },
   verify(source, body, headers, ctx) {
-    // The signing token (Standard Webhooks) is the stronger scheme: prefer it whenever GitLab sent it.
-    if (typeof headers['webhook-signature'] === 'string') {
+    // The signing token (Standard Webhooks) is the stronger scheme: prefer it whenever GitLab sent it and this
+    // source has a whsec_ key; a hook that sends both still verifies against a source configured with the token only.
+    if (typeof headers['webhook-signature'] === 'string' && source.signingKeys.length > 0) {
       if (!header(headers, 'webhook-id', DELIVERY_ID) || typeof headers['webhook-timestamp'] !== 'string') return missing('webhook-id/webhook-timestamp');
       return verifyStandard(source, body, headers, ctx);
     }
