@@ -148,6 +148,15 @@ export const Worker = z
     claimBatch: z.number().int().min(1).max(1_000).default(200).describe('Due deliveries claimed from the store per query.'),
     ingestBatch: z.number().int().min(1).max(1_000).default(256).describe('Queue messages taken per receive.'),
     pollIntervalMs: z.number().int().min(10).max(10_000).default(250).describe('How often an idle worker looks for due retries.'),
+    leaseMarginMs: z
+      .number()
+      .int()
+      .min(1_000)
+      .max(600_000)
+      .default(10_000)
+      .describe(
+        "A claimed delivery is leased for the longest attempt deadline plus this; a dead worker's deliveries come back after it.",
+      ),
     maxReceives: z
       .number()
       .int()
@@ -180,6 +189,76 @@ export const Log = z
   })
   .strict();
 
+export const apiScopes = ['subscribers:read', 'subscribers:write', 'deliveries:read', 'dlq:write', '*'] as const;
+export type ApiScope = (typeof apiScopes)[number];
+
+export const ApiToken = z
+  .object({
+    name: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, 'letters, digits, ".", "_" and "-", at most 63 characters')
+      .describe('Who holds the token; logged as the request principal (the token never is).'),
+    token: z.string().min(16, 'tokens have at least 16 characters').max(512).optional().describe('The bearer token itself (or token_FILE).'),
+    tokenSha256: z
+      .string()
+      .regex(/^[0-9a-fA-F]{64}$/, 'the hex SHA-256 of the token (64 hex digits)')
+      .optional()
+      .describe('Instead of token: its SHA-256 in hex, so the configuration never holds the token.'),
+    scopes: z
+      .array(z.enum(apiScopes))
+      .min(1)
+      .describe('subscribers:read, subscribers:write, deliveries:read, dlq:write, or * for all.'),
+  })
+  .strict()
+  .refine((t) => (t.token === undefined) !== (t.tokenSha256 === undefined), 'give exactly one of token, token_FILE or tokenSha256');
+export type ApiTokenConfig = z.infer<typeof ApiToken>;
+
+export const Api = z
+  .object({
+    tokens: z
+      .array(ApiToken)
+      .default([])
+      .superRefine((tokens, ctx) => {
+        const seen = new Set<string>();
+        for (const [i, t] of tokens.entries()) {
+          if (seen.has(t.name)) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `duplicate token name "${t.name}"` });
+          seen.add(t.name);
+        }
+      })
+      .describe('Bearer tokens of the REST API. The api role refuses to start without one.'),
+    maxBodyBytes: z.number().int().min(1_024).max(16 * MiB).default(MiB).describe('Request bodies above this are refused with 413 (1 MiB).'),
+    secretRotationGraceSec: z
+      .number()
+      .int()
+      .min(0)
+      .max(30 * 86_400)
+      .default(86_400)
+      .describe('After rotate-secret, the previous signing secret keeps signing (both signatures are sent) this long (24 h).'),
+  })
+  .strict();
+
+/** A 256-bit key: 64 hex digits, or base64 / base64url of 32 bytes. */
+export const EncryptionKey = z
+  .string()
+  .refine(
+    (k) => /^[0-9a-fA-F]{64}$/.test(k) || (/^[A-Za-z0-9+/_-]{43}=?$/.test(k) && Buffer.from(k, 'base64').length === 32),
+    'a 256-bit key: 64 hex digits or the base64 of 32 random bytes (openssl rand -base64 32)',
+  );
+
+export const Secrets = z
+  .object({
+    encryptionKey: EncryptionKey.optional().describe(
+      'AES-256-GCM key encrypting subscriber secrets at rest (or encryptionKey_FILE). Needed by the api role; ' +
+        'generate with `openssl rand -base64 32`.',
+    ),
+    previousKeys: z
+      .array(EncryptionKey)
+      .max(10)
+      .default([])
+      .describe('Keys used before a rotation: still decrypt what they encrypted; new values use encryptionKey.'),
+  })
+  .strict();
+
 export const Config = z
   .object({
     listen: Listen.prefault({}),
@@ -200,6 +279,8 @@ export const Config = z
     delivery: Delivery.prefault({}),
     worker: Worker.prefault({}),
     retention: Retention.prefault({}),
+    api: Api.prefault({}),
+    secrets: Secrets.prefault({}),
     log: Log.prefault({}),
     shutdownGraceMs: z
       .number()
@@ -213,4 +294,4 @@ export const Config = z
 export type Config = z.infer<typeof Config>;
 
 /** Keys whose values are secrets wherever they appear: redacted by `config print` and by the logger. */
-export const secretKeys: ReadonlySet<string> = new Set(['secrets', 'secret', 'token', 'password', 'encryptionKey']);
+export const secretKeys: ReadonlySet<string> = new Set(['secrets', 'secret', 'token', 'password', 'encryptionKey', 'previousKeys']);

@@ -205,6 +205,8 @@ export interface Store {
    * its holder, who may still complete it; should the holder die, it comes back at `until`. Returns how many moved.
    */
   deferSubscriber(subscriberId: string, until: number): Promise<number>;
+  /** Dead-letters every pending delivery of a subscriber not currently in flight (after a 410). Returns how many. */
+  deadLetterPending(subscriberId: string, reason: DeadReason, now: number): Promise<number>;
   /** Makes delivery ids pending again now, keeping their ids (API retry, DLQ replay). */
   requeue(deliveryIds: readonly string[], now: number): Promise<number>;
   getDelivery(id: string): Promise<(DeliveryView & { attemptLog: AttemptRecord[] }) | undefined>;

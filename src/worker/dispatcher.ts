@@ -50,18 +50,16 @@ interface Runtime {
 /** Completions are written in batches: at most every 2 ms, or at once when this many wait. */
 const FLUSH_MS = 2;
 const FLUSH_ITEMS = 200;
-/** Claims last the attempt's deadline plus this margin; a delivery that waited locally past that is given back. */
-const LEASE_MARGIN_MS = 60_000;
 
 export function createDispatcher(deps: DispatcherDeps) {
   const { store, cache, senders, metrics, logger, owner } = deps;
   const cfg = deps.config.worker;
-  const leaseMs = deps.config.delivery.timeoutMs + LEASE_MARGIN_MS;
   const runtimes = new Map<string, Runtime>();
   const wake = new Waiters();
   const abort = new AbortController();
   const inflightRuns = new Set<Promise<void>>();
-  let completions: CompletedAttempt[] = [];
+  /** Attempts waiting to be written, each with the run that waits for its commit. */
+  let completions: { item: CompletedAttempt; written: PromiseWithResolvers<void> }[] = [];
   let releases: string[] = [];
   let flushTimer: NodeJS.Timeout | undefined;
   let flushing: Promise<void> = Promise.resolve();
@@ -99,7 +97,10 @@ export function createDispatcher(deps: DispatcherDeps) {
     }
   }
 
-  /** Writes gathered completions and releases; serialised, and retried while the store is down. */
+  /**
+   * Writes gathered completions and releases; serialised, and retried while the store is down. A run keeps its
+   * concurrency slot until its attempt is written, so a crash can re-send at most what was in flight.
+   */
   function flush(): Promise<void> {
     clearTimeout(flushTimer);
     flushTimer = undefined;
@@ -110,15 +111,22 @@ export function createDispatcher(deps: DispatcherDeps) {
       releases = [];
       if (batch.length === 0 && given.length === 0) return;
       try {
-        await store.complete(owner, batch, deps.now());
+        await store.complete(owner, batch.map((c) => c.item), deps.now());
         if (given.length > 0) await store.release(owner, given, deps.now());
+        for (const c of batch) c.written.resolve();
         wake.wakeAll(); // ordered deliveries behind these may be claimable now
       } catch (err) {
         logger.error({ err, completions: batch.length }, 'recording attempts failed; retrying');
         completions = batch.concat(completions);
         releases = given.concat(releases);
-        if (!stopping) flushTimer ??= setTimeout(() => void flush(), 1_000);
-        else throw err;
+        if (!stopping) {
+          flushTimer ??= setTimeout(() => void flush(), 1_000);
+        } else {
+          // Shutting down: give up; the leases expire and another worker retries these deliveries.
+          for (const c of batch) c.written.reject(err);
+          completions = [];
+          throw err;
+        }
       }
     });
     return flushing;
@@ -131,13 +139,13 @@ export function createDispatcher(deps: DispatcherDeps) {
     scheduleFlush();
   }
 
-  async function run(claim: ClaimedDelivery, subscriber: Subscriber, event: EventRecord, rt: Runtime, claimedAt: number): Promise<void> {
+  async function run(claim: ClaimedDelivery, subscriber: Subscriber, event: EventRecord, rt: Runtime, lease: Lease): Promise<void> {
     const log = logger.child({ deliveryId: claim.id, subscriberId: subscriber.id, attempt: claim.attempt });
     try {
       const wait = rt.limiter.reserve(deps.now());
       if (wait > 0) await delay(wait, undefined, { signal: abort.signal });
       // Too late to finish inside our lease: another worker may already have claimed it.
-      if (deps.now() > claimedAt + leaseMs - deps.config.delivery.timeoutMs) return giveBack([claim.id], 'lease_expiring');
+      if (deps.now() > lease.until - lease.deadlineMs) return giveBack([claim.id], 'lease_expiring');
 
       const started = deps.now();
       let outcome: SendOutcome;
@@ -163,15 +171,16 @@ export function createDispatcher(deps: DispatcherDeps) {
         }
         outcome = { kind: 'permanent', code: 'config_invalid', durationMs: 0 };
       }
-      record(claim, subscriber, rt, outcome, started, log);
+      await record(claim, subscriber, rt, outcome, started, log);
     } catch (err) {
+      if (completionFailed(err)) return; // shutting down with the store unreachable: the lease brings it back
       // Aborted while waiting for a token (shutdown) or a bug: either way not an attempt.
       giveBack([claim.id], abort.signal.aborted ? 'shutdown' : 'internal');
       if (!abort.signal.aborted) log.error({ err }, 'dispatch failed');
     }
   }
 
-  function record(claim: ClaimedDelivery, subscriber: Subscriber, rt: Runtime, outcome: SendOutcome, started: number, log: Logger): void {
+  function record(claim: ClaimedDelivery, subscriber: Subscriber, rt: Runtime, outcome: SendOutcome, started: number, log: Logger): Promise<void> {
     const now = deps.now();
     const next = nextState(outcome, claim.attempt, subscriber.retry, now, deps.rng);
     const transport = subscriber.transport.kind;
@@ -190,8 +199,11 @@ export function createDispatcher(deps: DispatcherDeps) {
     if (next.status === 'dead' && next.reason === 'endpoint_gone') disable(subscriber, log);
 
     log.debug({ outcome: outcome.kind, code: outcome.kind === 'delivered' ? undefined : outcome.code, status: outcome.status, next: next.status }, 'attempt');
+    const written = Promise.withResolvers<void>();
     completions.push({
-      attempt: {
+      written,
+      item: {
+        attempt: {
         deliveryId: claim.id,
         attempt: claim.attempt,
         startedAt: started,
@@ -200,17 +212,29 @@ export function createDispatcher(deps: DispatcherDeps) {
         code: outcome.kind === 'delivered' ? undefined : outcome.code,
         status: outcome.status,
         response: outcome.response,
+        },
+        next,
       },
-      next,
     });
     scheduleFlush();
+    return written.promise.catch((err: unknown) => {
+      throw Object.assign(new Error('attempt not recorded'), { cause: err, completionFailed: true });
+    });
   }
 
   /** 410 Gone: the endpoint asked to be forgotten (Standard Webhooks). Visible through the API; re-enable by hand. */
   function disable(subscriber: Subscriber, log: Logger): void {
     store
       .updateSubscriber(subscriber.id, { spec: { enabled: false }, disabledReason: 'endpoint_gone' }, deps.now())
-      .then(() => cache.invalidate())
+      // Nothing may wait forever on an endpoint that is gone: its other pending deliveries go to the DLQ too, from
+      // where they can be replayed once the subscriber is fixed and enabled again.
+      .then(() => {
+        cache.invalidate();
+        return store.deadLetterPending(subscriber.id, 'subscriber_disabled', deps.now());
+      })
+      .then((moved) => {
+        if (moved > 0) metrics.dlq.inc({ reason: 'subscriber_disabled' }, moved);
+      })
       .catch((err: unknown) => log.error({ err }, 'disabling the subscriber failed'));
     log.warn('subscriber answered 410 Gone; disabled');
   }
@@ -220,7 +244,10 @@ export function createDispatcher(deps: DispatcherDeps) {
     if (free <= 0) return false;
     const snapshot = await cache.get();
     const now = deps.now();
-    const claimed = await store.claimDue({ owner, now, leaseMs, limit: Math.min(free, cfg.claimBatch), exclude: excluded(snapshot, now) });
+    // The lease outlives the longest attempt deadline of any subscriber, so no live attempt loses its claim.
+    const deadlineMs = Math.max(deps.config.delivery.timeoutMs, ...snapshot.all.map((c) => transportTimeout(c.subscriber)));
+    const lease: Lease = { until: now + deadlineMs + cfg.leaseMarginMs, deadlineMs };
+    const claimed = await store.claimDue({ owner, now, leaseMs: lease.until - now, limit: Math.min(free, cfg.claimBatch), exclude: excluded(snapshot, now) });
     if (claimed.length === 0) return false;
     let events: Map<string, EventRecord>;
     try {
@@ -244,7 +271,7 @@ export function createDispatcher(deps: DispatcherDeps) {
       }
       rt.held += 1;
       metrics.inflight.inc();
-      const p: Promise<void> = run(claim, subscriber, event, rt, now).finally(() => {
+      const p: Promise<void> = run(claim, subscriber, event, rt, lease).finally(() => {
         rt.held -= 1;
         metrics.inflight.dec();
         inflightRuns.delete(p);
@@ -295,6 +322,20 @@ export function createDispatcher(deps: DispatcherDeps) {
     },
   };
 }
+
+interface Lease {
+  /** When the claim expires. */
+  readonly until: number;
+  /** The longest attempt deadline the lease was sized for. */
+  readonly deadlineMs: number;
+}
+
+const transportTimeout = (s: Subscriber) => {
+  const t = (s.transport as { timeoutMs?: unknown }).timeoutMs;
+  return typeof t === 'number' ? t : 0;
+};
+
+const completionFailed = (err: unknown) => typeof err === 'object' && err !== null && (err as { completionFailed?: boolean }).completionFailed === true;
 
 const isConfigError = (err: unknown) => typeof err === 'object' && err !== null && (err as { name?: string }).name === 'ZodError';
 

@@ -1013,6 +1013,26 @@ export function runStoreContract(h: StoreHarness): void {
 
     // ── 11. deleteSubscriber ────────────────────────────────────────────────────────────────────────────────
 
+    describe('deadLetterPending', () => {
+      stest('dead-letters the idle pending deliveries of one subscriber; one in flight stays with its holder', async (store) => {
+        const [idle] = await ingest(store, 'evt_1', ['sub_a'], T0);
+        const [held] = await ingest(store, 'evt_2', ['sub_a'], T0);
+        const [other] = await ingest(store, 'evt_3', ['sub_b'], T0);
+        const claimed = await claim(store, 'w1', T0, { leaseMs: 10_000 });
+        await store.release('w1', [idle, other] as string[], T0 + 1);
+        assert.ok(find(claimed, held as string));
+
+        assert.equal(await store.deadLetterPending('sub_a', 'subscriber_disabled', T0 + 5), 1);
+        assert.equal((await mustGet(store, idle as string)).status, 'dead');
+        assert.equal((await letterOf(store, idle as string))?.reason, 'subscriber_disabled');
+        assert.equal((await mustGet(store, held as string)).status, 'pending', 'the holder finishes it');
+        assert.equal((await mustGet(store, other as string)).status, 'pending', 'other subscribers are untouched');
+        // Once the holder's lease has run out, it is idle too.
+        assert.equal(await store.deadLetterPending('sub_a', 'subscriber_disabled', T0 + 20_000), 1);
+        assert.equal((await mustGet(store, held as string)).status, 'dead');
+      });
+    });
+
     describe('deleteSubscriber', () => {
       stest('dead-letters pending deliveries as subscriber_deleted and leaves finished ones alone', async (store) => {
         await store.createSubscriber(newSubscriber('sub_d'), T0);

@@ -52,15 +52,20 @@ export function createSqlStore(options: SqlStoreOptions): Store {
   const affected = (r: { numAffectedRows?: bigint }) => Number(r.numAffectedRows ?? 0n);
 
   async function schemaStatus(): Promise<SchemaStatus> {
-    await sql.raw(`CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at ${options.words.bigint} NOT NULL)`).execute(db);
-    const { rows } = await sql<{ v: number | null }>`SELECT MAX(version) AS v FROM schema_migrations`.execute(db);
-    return { current: Number(rows[0]?.v ?? 0), latest: latestVersion };
+    try {
+      const { rows } = await sql<{ v: number | null }>`SELECT MAX(version) AS v FROM schema_migrations`.execute(db);
+      return { current: Number(rows[0]?.v ?? 0), latest: latestVersion };
+    } catch (err) {
+      // No schema_migrations table yet: a database nothing was ever migrated into. Anything else is an outage.
+      if (/no such table|does not exist/i.test(String((err as Error).message))) return { current: 0, latest: latestVersion };
+      throw new RouterError('ROUTER_ERR_STORE_UNAVAILABLE', 'cannot read the schema version', { cause: err });
+    }
   }
 
   async function deadLetterFromDelivery(q: Db, deliveryId: string, reason: string, now: number, detail?: string) {
     await sql`
       INSERT INTO dead_letters (id, delivery_id, event_id, subscriber_id, reason, last_code, last_status, attempts, detail, created_at)
-      SELECT id, id, event_id, subscriber_id, ${reason}, last_code, last_status, attempts, ${detail ?? null}, ${now}
+      SELECT id, id, event_id, subscriber_id, CAST(${reason} AS TEXT), last_code, last_status, attempts, CAST(${detail ?? null} AS TEXT), CAST(${now} AS BIGINT)
       FROM deliveries WHERE id = ${deliveryId}
       ON CONFLICT (id) DO UPDATE SET reason = excluded.reason, last_code = excluded.last_code, last_status = excluded.last_status,
         attempts = excluded.attempts, detail = excluded.detail, created_at = excluded.created_at`.execute(q);
@@ -81,6 +86,20 @@ async function requeue(deliveryIds: readonly string[], now: number): Promise<num
     });
   }
 
+  /** Moves a subscriber's pending deliveries (in flight ones too, when `inFlight`) to the DLQ with `reason`. */
+  async function deadLetterAll(q: Db, subscriberId: string, reason: string, now: number, inFlight: boolean): Promise<number> {
+    const idle = inFlight ? sql`` : sql`AND (lease_owner IS NULL OR next_attempt_at <= ${now})`;
+    const { rows } = await sql<{ id: string }>`
+      SELECT id FROM deliveries WHERE subscriber_id = ${subscriberId} AND status = 'pending' ${idle} ${forUpdate}`.execute(q);
+    if (rows.length === 0) return 0;
+    const ids = rows.map((r) => r.id);
+    for (let i = 0; i < ids.length; i += CHUNK) {
+      await sql`UPDATE deliveries SET status = 'dead', lease_owner = NULL, updated_at = ${now} WHERE id IN (${sql.join(ids.slice(i, i + CHUNK))})`.execute(q);
+    }
+    for (const id of ids) await deadLetterFromDelivery(q, id, reason, now);
+    return ids.length;
+  }
+
   return {
     kind: options.kind,
 
@@ -89,9 +108,10 @@ async function requeue(deliveryIds: readonly string[], now: number): Promise<num
     },
 
     async migrate() {
-      await schemaStatus();
       return transaction(async (q) => {
+        // PostgreSQL: one migrator at a time across every process; SQLite's write transaction is already exclusive.
         if (options.kind === 'postgres') await sql`SELECT pg_advisory_xact_lock(7413020)`.execute(q);
+        await sql.raw(`CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at ${options.words.bigint} NOT NULL)`).execute(q);
         const { rows } = await sql<{ v: number | null }>`SELECT MAX(version) AS v FROM schema_migrations`.execute(q);
         const current = Number(rows[0]?.v ?? 0);
         if (current > latestVersion) {
@@ -174,9 +194,7 @@ async function requeue(deliveryIds: readonly string[], now: number): Promise<num
 
     async deleteSubscriber(id, now) {
       return transaction(async (q) => {
-        const { rows } = await sql<{ id: string }>`SELECT id FROM deliveries WHERE subscriber_id = ${id} AND status = 'pending'`.execute(q);
-        for (const r of rows) await deadLetterFromDelivery(q, r.id, 'subscriber_deleted', now);
-        await sql`UPDATE deliveries SET status = 'dead', lease_owner = NULL, updated_at = ${now} WHERE subscriber_id = ${id} AND status = 'pending'`.execute(q);
+        await deadLetterAll(q, id, 'subscriber_deleted', now, true);
         const deleted = affected(await sql`DELETE FROM subscribers WHERE id = ${id}`.execute(q));
         if (deleted) await bumpSubscribersVersion(q);
         return deleted > 0;
@@ -297,6 +315,8 @@ async function requeue(deliveryIds: readonly string[], now: number): Promise<num
       }
     },
 
+    deadLetterPending: (subscriberId, reason, now) => transaction((q) => deadLetterAll(q, subscriberId, reason, now, false)),
+
     async deferSubscriber(subscriberId, until) {
       return affected(
         await sql`
@@ -373,7 +393,8 @@ async function requeue(deliveryIds: readonly string[], now: number): Promise<num
           const id = deliveryIdFor(l.eventId as string, target);
           const r = await sql`
             INSERT INTO deliveries (id, event_id, event_seq, subscriber_id, status, attempts, cycle, next_attempt_at, ordering_key, created_at, updated_at)
-            SELECT ${id}, e.id, e.seq, ${target}, 'pending', 0, 1, ${now}, NULL, ${now}, ${now} FROM events e WHERE e.id = ${l.eventId as string}
+            SELECT CAST(${id} AS TEXT), e.id, e.seq, CAST(${target} AS TEXT), 'pending', 0, 1, CAST(${now} AS BIGINT), NULL, CAST(${now} AS BIGINT), CAST(${now} AS BIGINT)
+            FROM events e WHERE e.id = ${l.eventId as string}
             ON CONFLICT (id) DO UPDATE SET status = 'pending', attempts = 0, cycle = deliveries.cycle + 1, next_attempt_at = excluded.next_attempt_at,
               lease_owner = NULL, updated_at = excluded.updated_at
             WHERE deliveries.status <> 'pending'`.execute(q);
