@@ -4,6 +4,7 @@ import { secretKeys } from './schema.ts';
 export const REDACTED = '[redacted]';
 
 export function redactConfig(value: unknown): unknown {
+  if (typeof value === 'string') return redactUrlPassword(value);
   if (Array.isArray(value)) return value.map(redactConfig);
   if (typeof value !== 'object' || value === null) return value;
   const out: Record<string, unknown> = {};
@@ -11,4 +12,13 @@ export function redactConfig(value: unknown): unknown {
     out[k] = secretKeys.has(k) ? (Array.isArray(v) ? v.map(() => REDACTED) : REDACTED) : redactConfig(v);
   }
   return out;
+}
+
+/** `postgres://user:pw@host/db` → `postgres://user:[redacted]@host/db`; other strings unchanged. */
+function redactUrlPassword(value: string): string {
+  if (!/^[a-z][a-z0-9+.-]*:\/\/[^/@]*:[^/@]*@/i.test(value)) return value;
+  const url = URL.parse(value);
+  if (!url?.password) return value;
+  url.password = REDACTED;
+  return url.toString();
 }

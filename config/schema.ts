@@ -61,7 +61,39 @@ const MemoryQueue = z
   .strict()
   .describe('Tests and demos only: nothing survives a restart.');
 
-export const Queue = z.discriminatedUnion('kind', [SqliteQueue, MemoryQueue]);
+const RedisQueue = z
+  .object({
+    kind: z.literal('redis'),
+    url: z.string().min(1).default('redis://127.0.0.1:6379').describe('redis:// or rediss:// URL; a password in it is a secret (url_FILE).'),
+    stream: z.string().min(1).default('router:events').describe('The stream every receiver appends to.'),
+    group: z.string().min(1).default('router-workers').describe('The consumer group all workers join.'),
+    consumerPrefix: z.string().default('').describe('Consumer names are <prefix or host name>-<pid>-<n>.'),
+    visibilityTimeoutMs: z
+      .number()
+      .int()
+      .min(100)
+      .default(60_000)
+      .describe("An entry a consumer has held this long without settling is taken over by another (its consumer died)."),
+    connectTimeoutMs: z.number().int().min(100).default(5_000),
+  })
+  .strict()
+  .describe('Redis Streams. For "nothing lost", run Redis with appendonly yes and appendfsync always.');
+
+const KafkaQueue = z
+  .object({
+    kind: z.literal('kafka'),
+    brokers: z.array(z.string().min(1)).min(1).describe('host:port of at least one broker.'),
+    topic: z.string().min(1).default('router-events'),
+    groupId: z.string().min(1).default('router-workers').describe('The consumer group all workers join.'),
+    clientId: z.string().min(1).default('webhook-router'),
+    partitions: z.number().int().min(1).default(12).describe('Partitions of the topic when the router creates it (events are keyed by repository).'),
+    replicationFactor: z.number().int().min(1).default(1).describe('Replicas of the topic when the router creates it (3 in production).'),
+    connectTimeoutMs: z.number().int().min(100).default(10_000),
+    sessionTimeoutMs: z.number().int().min(1_000).default(30_000).describe("A worker silent this long leaves the group; its partitions move."),
+  })
+  .strict();
+
+export const Queue = z.discriminatedUnion('kind', [SqliteQueue, MemoryQueue, RedisQueue, KafkaQueue]);
 export type QueueConfig = z.infer<typeof Queue>;
 
 const SqliteStore = z
@@ -71,7 +103,20 @@ const SqliteStore = z
   })
   .strict();
 
-export const Store = z.discriminatedUnion('kind', [SqliteStore]);
+const PostgresStore = z
+  .object({
+    kind: z.literal('postgres'),
+    url: z
+      .string()
+      .min(1)
+      .describe('postgres://user:password@host:5432/database; a password in it is a secret (url_FILE).'),
+    schema: z.string().min(1).max(63).default('public').describe('Schema (search_path) holding the tables; created if missing.'),
+    poolSize: z.number().int().min(1).max(200).default(16).describe('Connections per process.'),
+    connectTimeoutMs: z.number().int().min(100).default(5_000),
+  })
+  .strict();
+
+export const Store = z.discriminatedUnion('kind', [SqliteStore, PostgresStore]);
 export type StoreConfig = z.infer<typeof Store>;
 
 export const sourceKinds = ['github', 'gitlab', 'standard-webhooks'] as const;

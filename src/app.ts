@@ -3,6 +3,9 @@
  * `start()` and `close()`. Tests call buildApp directly with port 0 listeners; src/main.ts is the only caller that
  * touches the process (signals, exit codes).
  *
+ * Every role with a store (worker, api) gets it wrapped with withSecretEncryption: subscriber secrets are encrypted
+ * at rest with `secrets.encryptionKey` and every component sees plaintext through the unchanged store port.
+ *
  * Shutdown order (design §2): readiness turns 503, listeners stop accepting, in-flight requests finish (up to
  * shutdownGraceMs, then their connections are cut), the queue commits what it accepted, and the management
  * listener closes last so probes see the drain.
@@ -14,26 +17,31 @@ import { createQueue } from '../adapters/queue/index.ts';
 import type { QueueAdapter } from '../adapters/queue/port.ts';
 import { createStore } from '../adapters/store/index.ts';
 import type { Store } from '../adapters/store/port.ts';
-import { createEgressPolicy } from '../transports/https/index.ts';
+import { createEgressPolicy, type LookupAll } from '../transports/https/index.ts';
 import { createSenderFor } from '../transports/index.ts';
+import type { SenderDeps } from '../transports/port.ts';
 import type { Config } from '../config/schema.ts';
+import { createApi } from './api/app.ts';
 import { RouterError } from './errors.ts';
 import type { Logger } from './logger.ts';
 import { createManagementHandler } from './management.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { createReceiver } from './receiver/receiver.ts';
+import { createKeyring } from './secrets/keyring.ts';
+import { withSecretEncryption } from './secrets/store.ts';
 import { createWorker } from './worker/worker.ts';
 
-export type Role = 'receiver' | 'worker';
+export type Role = 'receiver' | 'worker' | 'api';
 
 export interface App {
   start(): Promise<void>;
   close(): Promise<void>;
   /** Bound ports, known after start() (useful with port 0). */
-  readonly ports: { webhooks?: number; management?: number };
+  readonly ports: { webhooks?: number; api?: number; management?: number };
   readonly metrics: Metrics;
-  readonly queue: QueueAdapter;
-  /** Present when the app runs the worker role. */
+  /** Present when the app runs the receiver or the worker role (the API never touches the queue). */
+  readonly queue: QueueAdapter | undefined;
+  /** Present when the app runs the worker or the api role; encrypts and decrypts subscriber secrets. */
   readonly store: Store | undefined;
 }
 
@@ -42,46 +50,60 @@ export interface AppDeps {
   readonly roles: readonly Role[];
   /** Apply store migrations at start (the embedded `serve`); other roles refuse a schema that is behind. */
   readonly migrate?: boolean;
+  /** Name resolution for deliveries and the API's SSRF check; `dns.promises.lookup` when absent (tests inject one). */
+  readonly lookup?: LookupAll;
 }
 
 export function buildApp(config: Readonly<Config>, deps: AppDeps): App {
   const logger = deps.logger;
   const metrics = createMetrics();
-  const queue = createQueue(config.queue, { logger: logger.child({ component: 'queue' }) });
+  const needsQueue = deps.roles.includes('receiver') || deps.roles.includes('worker');
+  const queue = needsQueue ? createQueue(config.queue, { logger: logger.child({ component: 'queue' }) }) : undefined;
   let draining = false;
   const servers: { name: string; server: Server; port: number }[] = [];
   const ports: App['ports'] = {};
 
-  const store = deps.roles.includes('worker') ? createStore(config.store) : undefined;
+  if (deps.roles.includes('api')) assertApiConfigured(config);
+  const needsStore = deps.roles.includes('worker') || deps.roles.includes('api');
+  const store = needsStore ? withSecretEncryption(createStore(config.store), createKeyring(config.secrets)) : undefined;
   const egress = createEgressPolicy(config.egress.allow);
+  const senderDeps: SenderDeps = {
+    logger: logger.child({ component: 'sender' }),
+    now: Date.now,
+    egress,
+    lookup: deps.lookup ?? ((host, options) => lookup(host, options)),
+    delivery: config.delivery,
+  };
   const worker =
     store &&
+    queue &&
+    deps.roles.includes('worker') &&
     createWorker({
       config,
       queue,
       store,
       metrics,
       logger: logger.child({ component: 'worker' }),
-      createSender: (subscriber) =>
-        createSenderFor(subscriber, {
-          logger: logger.child({ component: 'sender', subscriberId: subscriber.id }),
-          now: Date.now,
-          egress,
-          lookup: (host, options) => lookup(host, options),
-          delivery: config.delivery,
-        }),
+      createSender: (subscriber) => createSenderFor(subscriber, { ...senderDeps, logger: logger.child({ component: 'sender', subscriberId: subscriber.id }) }),
     });
+  const api =
+    store && deps.roles.includes('api')
+      ? createApi({ store, config, senderDeps, logger: logger.child({ component: 'api' }), metrics, draining: () => draining })
+      : undefined;
 
   const management = createServer(
     createManagementHandler({
       metrics,
       draining: () => draining,
       checkTimeoutMs: 1_000,
-      checks: [{ name: 'queue', check: () => queue.ping() }, ...(store ? [{ name: 'store', check: () => store.ping() }] : [])],
+      checks: [
+        ...(queue ? [{ name: 'queue', check: () => queue.ping() }] : []),
+        ...(store ? [{ name: 'store', check: () => store.ping() }] : []),
+      ],
     }),
   );
 
-  if (deps.roles.includes('receiver')) {
+  if (queue && deps.roles.includes('receiver')) {
     assertBodiesFit(config, queue);
     const receiver = createServer(
       {
@@ -101,6 +123,10 @@ export function buildApp(config: Readonly<Config>, deps: AppDeps): App {
     );
     servers.push({ name: 'webhooks', server: receiver, port: config.listen.webhooks });
   }
+  if (api) {
+    const server = createServer({ keepAliveTimeout: 65_000, headersTimeout: 10_000, requestTimeout: 130_000 }, api.handler);
+    servers.push({ name: 'api', server, port: config.listen.api });
+  }
 
   let closing: Promise<void> | undefined;
 
@@ -112,7 +138,7 @@ export function buildApp(config: Readonly<Config>, deps: AppDeps): App {
     store,
 
     async start() {
-      await queue.connect();
+      await queue?.connect();
       if (store) {
         await store.connect();
         const status = deps.migrate ? await store.migrate() : await store.schemaStatus();
@@ -123,11 +149,11 @@ export function buildApp(config: Readonly<Config>, deps: AppDeps): App {
           );
         }
         if (config.egress.allow.length > 0) logger.warn({ allow: config.egress.allow }, 'egress allowlist opens exceptions to the SSRF rules');
-        worker?.start();
+        if (worker) worker.start();
       }
-      for (const s of servers) ports[s.name as 'webhooks'] = await listen(s.server, s.port, config.listen.host);
+      for (const s of servers) ports[s.name as 'webhooks' | 'api'] = await listen(s.server, s.port, config.listen.host);
       ports.management = await listen(management, config.listen.management, config.listen.host);
-      logger.info({ ports, roles: deps.roles, queue: queue.kind, durability: queue.capabilities.durability }, 'webhook-router started');
+      logger.info({ ports, roles: deps.roles, queue: queue?.kind, durability: queue?.capabilities.durability }, 'webhook-router started');
     },
 
     close() {
@@ -136,8 +162,9 @@ export function buildApp(config: Readonly<Config>, deps: AppDeps): App {
         const started = Date.now();
         const deadline = started + config.shutdownGraceMs;
         await Promise.all(servers.map((s) => drain(s.server, config.shutdownGraceMs)));
-        await worker?.close(deadline);
-        await queue.close();
+        api?.close(); // whatever still runs after the drain (a paced replay, a test ping) stops now
+        if (worker) await worker.close(deadline);
+        await queue?.close();
         await store?.close();
         await drain(management, 1_000);
         logger.info({ ms: Date.now() - started }, 'webhook-router stopped');
@@ -145,6 +172,18 @@ export function buildApp(config: Readonly<Config>, deps: AppDeps): App {
       return closing;
     },
   };
+}
+
+/** The api role writes secrets and answers callers: it needs an encryption key and at least one token. */
+function assertApiConfigured(config: Readonly<Config>): void {
+  const missing: string[] = [];
+  if (config.secrets.encryptionKey === undefined) {
+    missing.push('secrets.encryptionKey (or secrets.encryptionKey_FILE): generate one with `openssl rand -base64 32`');
+  }
+  if (config.api.tokens.length === 0) missing.push('api.tokens: at least one { name, token | tokenSha256, scopes }');
+  if (missing.length > 0) {
+    throw new RouterError('ROUTER_ERR_CONFIG_INVALID', `the api role needs:\n  - ${missing.join('\n  - ')}`);
+  }
 }
 
 /** Envelope metadata stays well below this; the rest of a message is the body, byte for byte. */

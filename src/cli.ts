@@ -4,7 +4,7 @@
  */
 import { Command } from 'commander';
 import { stringify } from 'yaml';
-import { curlExample, firstRunLayer, wantsFirstRun } from '../config/first-run.ts';
+import { apiCurlExample, curlExample, firstRunLayer, wantsFirstRun } from '../config/first-run.ts';
 import { loadConfig } from '../config/load.ts';
 import { redactConfig } from '../config/redact.ts';
 import type { Config } from '../config/schema.ts';
@@ -14,6 +14,8 @@ import { DlqUsageError, dlqList, dlqPurge, dlqReplay, dlqShow, progressBar, type
 import { type App, buildApp, type Role } from './app.ts';
 import { RouterError, isRouterError } from './errors.ts';
 import { createLogger, type Logger } from './logger.ts';
+import { createKeyring } from './secrets/keyring.ts';
+import { reencryptAll, withSecretEncryption } from './secrets/store.ts';
 
 export interface CliIo {
   readonly env: Readonly<Record<string, string | undefined>>;
@@ -69,9 +71,10 @@ export function buildCli(io: CliIo): Command {
   program
     .command('serve')
     .description(
-      'Everything in one process on the embedded defaults (SQLite queue under ./data). With no configuration at all, ' +
-        'the first run generates a webhook secret for a "github" source in ./data/first-run.json and prints it once. ' +
-        'Runs the receiver and the worker, and brings the store schema up to date first.',
+      'Everything in one process on the embedded defaults (SQLite queue and store under ./data). With no configuration ' +
+        'at all, the first run generates a webhook secret for a "github" source, an admin API token and an encryption ' +
+        'key in ./data/first-run.json and prints the secret and the token once. Runs the receiver, the worker and the ' +
+        'REST API, and brings the store schema up to date first.',
     )
     .action(async () => {
       let base: Record<string, unknown> | undefined;
@@ -85,8 +88,15 @@ export function buildCli(io: CliIo): Command {
               `  secret: ${first.githubSecret}\n\nSend a signed test webhook:\n\n${curlExample(first.githubSecret, port)}\n\n`,
           );
         }
+        if (first.tokenCreated) {
+          const port = Number(io.env.ROUTER_LISTEN__API ?? 8081);
+          io.stdout(
+            `Generated an admin API token (scope *, kept in ${first.file}):\n  token: ${first.adminToken}\n\n` +
+              `Create a subscriber:\n\n${apiCurlExample(first.adminToken, port)}\n\n`,
+          );
+        }
       }
-      await run(['receiver', 'worker'], load(base), true);
+      await run(['receiver', 'worker', 'api'], load(base), true);
     });
 
   program
@@ -98,6 +108,11 @@ export function buildCli(io: CliIo): Command {
     .command('worker')
     .description('The worker only: consumes the queue, records events and deliveries, delivers, retries, dead-letters (port: management).')
     .action(() => run(['worker'], load()));
+
+  program
+    .command('api')
+    .description('The subscriber REST API only (ports: api, management). Needs api.tokens and secrets.encryptionKey.')
+    .action(() => run(['api'], load()));
 
   program
     .command('migrate')
@@ -121,7 +136,7 @@ export function buildCli(io: CliIo): Command {
     });
 
   /** Runs fn against the configured store; usage errors exit 2, store and schema errors exit 1. */
-  const withStore = async (fn: (store: Store) => Promise<void>) => {
+  const withStore = async (fn: (store: Store, config: Readonly<Config>) => Promise<void>) => {
     const config = load();
     if (!config) return;
     const store = createStore(config.store);
@@ -131,7 +146,7 @@ export function buildCli(io: CliIo): Command {
       if (status.current !== status.latest) {
         throw new RouterError('ROUTER_ERR_SCHEMA_MISMATCH', `store schema is v${status.current}, this release needs v${status.latest}: run \`webhook-router migrate\``);
       }
-      await fn(store);
+      await fn(store, config);
     } catch (err) {
       if (err instanceof DlqUsageError) {
         io.stderr(`${err.message}\n`);
@@ -188,6 +203,22 @@ export function buildCli(io: CliIo): Command {
     .action((o: SelectOptions & { json?: boolean; all?: boolean }) =>
       withStore(async (store) => {
         await dlqPurge(store, o, dlqIo(o.json));
+      }),
+    );
+
+  program
+    .command('secrets')
+    .description('Secrets at rest.')
+    .command('reencrypt')
+    .description(
+      'Rewrite every subscriber secret under secrets.encryptionKey, after a key rotation (the old key in ' +
+        'secrets.previousKeys); the old key can be removed afterwards.',
+    )
+    .action(() =>
+      withStore(async (store, config) => {
+        if (config.secrets.encryptionKey === undefined) throw new RouterError('ROUTER_ERR_CONFIG_INVALID', 'secrets.encryptionKey is not configured');
+        const rewritten = await reencryptAll(withSecretEncryption(store, createKeyring(config.secrets)));
+        io.stdout(`re-encrypted the secrets of ${rewritten} subscriber(s)\n`);
       }),
     );
 

@@ -28,6 +28,15 @@ export const errorCodes = {
   ROUTER_ERR_SCHEMA_MISMATCH: 'The database schema is older than this release needs (run `webhook-router migrate`) or newer than it knows.',
   ROUTER_ERR_STORE_UNAVAILABLE: 'The store (SQLite, PostgreSQL, MongoDB) could not be reached or refused a write.',
   ROUTER_ERR_METHOD_NOT_ALLOWED: 'The route exists but not for this HTTP method.',
+  ROUTER_ERR_UNAUTHORIZED: 'The API request has no bearer token, or one that matches no configured token.',
+  ROUTER_ERR_FORBIDDEN: "The API token is valid but lacks the route's scope.",
+  ROUTER_ERR_NOT_FOUND: 'No such route, or no such subscriber, delivery, dead letter or event.',
+  ROUTER_ERR_BAD_REQUEST: 'A query or path parameter of an API request is invalid.',
+  ROUTER_ERR_VALIDATION: 'An API request body failed validation (including the transport config and its SSRF check).',
+  ROUTER_ERR_CONFLICT: 'The API request conflicts with the current state (a concurrent change, a delivery in flight).',
+  ROUTER_ERR_PRECONDITION_FAILED: "If-Match names a version other than the subscriber's current one.",
+  ROUTER_ERR_NOT_ACCEPTABLE: 'The Accept header excludes application/json, the only representation the API has.',
+  ROUTER_ERR_SECRET_UNREADABLE: 'A stored secret could not be decrypted: its key id is not configured, or the value was altered.',
   ROUTER_ERR_INTERNAL: 'An unexpected failure inside the router (a bug); details are in the logs only.',
 } as const;
 

@@ -64,6 +64,19 @@ export function createMetrics() {
       registers,
     }),
     breakerOpened: new Counter({ name: 'router_breaker_opened_total', help: 'Times a subscriber was paused by its circuit breaker.', registers }),
+    apiRequests: new Counter({
+      name: 'router_api_requests_total',
+      help: 'REST API requests by method, route template ("unmatched" for unknown paths) and status.',
+      labelNames: ['method', 'route', 'status'] as const,
+      registers,
+    }),
+    apiRequestSeconds: new Histogram({
+      name: 'router_api_request_seconds',
+      help: 'REST API request duration by method and route template.',
+      labelNames: ['method', 'route'] as const,
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10],
+      registers,
+    }),
     dedupeHits: new Counter({
       name: 'router_dedupe_hits_total',
       help: 'Repeated webhooks recognised by their dedupe key, by where they were caught.',

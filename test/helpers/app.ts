@@ -86,7 +86,7 @@ export async function startApp(options: TestAppOptions = {}): Promise<TestApp> {
   return {
     app,
     config,
-    queue: app.queue,
+    queue: app.queue as QueueAdapter, // the receiver role always has one
     webhooksUrl,
     managementUrl: `http://127.0.0.1:${app.ports.management}`,
     url: (sourceId) => `${webhooksUrl}/webhooks/${sourceId}`,

@@ -40,6 +40,12 @@ export interface SqlStoreOptions {
   readonly close: () => Promise<void>;
 }
 
+/** A page cursor is a row seq; anything else (a forged or garbled cursor) reads as "past the end". */
+function cursorValue(cursor: string | undefined, start: number, pastEnd: number): number {
+  if (cursor === undefined) return start;
+  return /^\d{1,15}$/.test(cursor) ? Number(cursor) : pastEnd;
+}
+
 /** Rows per multi-row INSERT: SQLite binds at most 32,766 parameters per statement. */
 const CHUNK = 500;
 
@@ -152,7 +158,7 @@ async function requeue(deliveryIds: readonly string[], now: number): Promise<num
     },
 
     async listSubscribers(page: PageRequest): Promise<Page<Subscriber>> {
-      const after = page.cursor ? Number(page.cursor) : 0;
+      const after = cursorValue(page.cursor, 0, Number.MAX_SAFE_INTEGER);
       const { rows } = await sql<Row>`SELECT * FROM subscribers WHERE seq > ${after} ORDER BY seq LIMIT ${page.limit + 1}`.execute(db);
       const items = rows.slice(0, page.limit);
       return { items: items.map(toSubscriber), nextCursor: rows.length > page.limit ? String(items.at(-1)?.seq) : undefined };
@@ -328,7 +334,7 @@ async function requeue(deliveryIds: readonly string[], now: number): Promise<num
     requeue,
 
     async listDeliveries(filter, page) {
-      const before = page.cursor ? Number(page.cursor) : Number.MAX_SAFE_INTEGER;
+      const before = cursorValue(page.cursor, Number.MAX_SAFE_INTEGER, 0);
       const { rows } = await sql<Row>`
         SELECT * FROM deliveries WHERE seq < ${before}
           ${filter.subscriber ? sql`AND subscriber_id = ${filter.subscriber}` : sql``}
@@ -363,7 +369,7 @@ async function requeue(deliveryIds: readonly string[], now: number): Promise<num
     },
 
     async listDeadLetters(filter: DeadLetterFilter, page: PageRequest): Promise<Page<DeadLetter>> {
-      const after = page.cursor ? Number(page.cursor) : 0;
+      const after = cursorValue(page.cursor, 0, Number.MAX_SAFE_INTEGER);
       const { rows } = await sql<Row>`
         SELECT * FROM dead_letters WHERE seq > ${after}
           ${filter.subscriber ? sql`AND subscriber_id = ${filter.subscriber}` : sql``}
