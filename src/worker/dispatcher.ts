@@ -50,16 +50,29 @@ interface Runtime {
 /** Completions are written in batches: at most every 2 ms, or at once when this many wait. */
 const FLUSH_MS = 2;
 const FLUSH_ITEMS = 200;
+/** Delay between a freed slot and the claim that refills it (see slotFreed). */
+const REFILL_MS = 2;
 
 export function createDispatcher(deps: DispatcherDeps) {
   const { store, cache, senders, metrics, logger, owner } = deps;
   const cfg = deps.config.worker;
   const runtimes = new Map<string, Runtime>();
   const wake = new Waiters();
+  /**
+   * Claiming is driven by signals, not by every event: new deliveries were ingested, an ordered delivery finished
+   * (the next one of its key may be due), or a slot freed while capacity was what held claims back. A signal that
+   * arrives while a claim runs is kept, so none is lost; an empty claim costs a store round trip, so none is wasted.
+   */
+  let signalled = false;
+  let starved = false;
+  const signal = () => {
+    signalled = true;
+    wake.wakeAll();
+  };
   const abort = new AbortController();
   const inflightRuns = new Set<Promise<void>>();
   /** Attempts waiting to be written, each with the run that waits for its commit. */
-  let completions: { item: CompletedAttempt; written: PromiseWithResolvers<void> }[] = [];
+  let completions: { item: CompletedAttempt; written: PromiseWithResolvers<void>; ordered: boolean }[] = [];
   let releases: string[] = [];
   let flushTimer: NodeJS.Timeout | undefined;
   let flushing: Promise<void> = Promise.resolve();
@@ -80,13 +93,34 @@ export function createDispatcher(deps: DispatcherDeps) {
 
   const capacity = (s: Subscriber, rt: Runtime, now: number) => (rt.breaker.state(now) === 'half-open' ? 1 : s.limits.concurrency);
 
-  function excluded(snapshot: SubscriberSnapshot, now: number): string[] {
-    const out: string[] = [];
+  /**
+   * Subscribers not to claim for (disabled, paused, or at capacity here), and how many deliveries the others can
+   * take right now: claiming more would only hand the surplus straight back.
+   */
+  function claimable(snapshot: SubscriberSnapshot, now: number): { exclude: string[]; room: number; saturated: boolean } {
+    const exclude: string[] = [];
+    let room = 0;
+    let saturated = false;
     for (const { subscriber: s } of snapshot.all) {
       const rt = runtimes.get(s.id);
-      if (!s.enabled || (rt && (rt.breaker.state(now) === 'open' || rt.held >= capacity(s, rt, now)))) out.push(s.id);
+      const free = rt ? capacity(s, rt, now) - rt.held : s.limits.concurrency;
+      if (!s.enabled || rt?.breaker.state(now) === 'open') exclude.push(s.id);
+      else if (free <= 0) {
+        exclude.push(s.id);
+        saturated = true;
+      } else room += free;
     }
-    return out;
+    return { exclude, room, saturated };
+  }
+
+  /** Slots free one by one; one claim a few ms later refills many of them at once. */
+  let refill: NodeJS.Timeout | undefined;
+  function slotFreed(): void {
+    if (!starved || refill) return;
+    refill = setTimeout(() => {
+      refill = undefined;
+      signal();
+    }, REFILL_MS);
   }
 
   function scheduleFlush(): void {
@@ -114,7 +148,7 @@ export function createDispatcher(deps: DispatcherDeps) {
         await store.complete(owner, batch.map((c) => c.item), deps.now());
         if (given.length > 0) await store.release(owner, given, deps.now());
         for (const c of batch) c.written.resolve();
-        wake.wakeAll(); // ordered deliveries behind these may be claimable now
+        if (batch.some((c) => c.ordered)) signal(); // the next delivery of an ordering key may be claimable now
       } catch (err) {
         logger.error({ err, completions: batch.length }, 'recording attempts failed; retrying');
         completions = batch.concat(completions);
@@ -202,6 +236,7 @@ export function createDispatcher(deps: DispatcherDeps) {
     const written = Promise.withResolvers<void>();
     completions.push({
       written,
+      ordered: subscriber.ordering !== null,
       item: {
         attempt: {
         deliveryId: claim.id,
@@ -239,15 +274,24 @@ export function createDispatcher(deps: DispatcherDeps) {
     log.warn('subscriber answered 410 Gone; disabled');
   }
 
+  /** Claims one batch; true when more may be due right away (the batch was full). */
   async function claimOnce(): Promise<boolean> {
     const free = cfg.concurrency - inflightRuns.size;
-    if (free <= 0) return false;
+    if (free <= 0) {
+      starved = true;
+      return false;
+    }
     const snapshot = await cache.get();
     const now = deps.now();
     // The lease outlives the longest attempt deadline of any subscriber, so no live attempt loses its claim.
     const deadlineMs = Math.max(deps.config.delivery.timeoutMs, ...snapshot.all.map((c) => transportTimeout(c.subscriber)));
     const lease: Lease = { until: now + deadlineMs + cfg.leaseMarginMs, deadlineMs };
-    const claimed = await store.claimDue({ owner, now, leaseMs: lease.until - now, limit: Math.min(free, cfg.claimBatch), exclude: excluded(snapshot, now) });
+    const { exclude, room, saturated } = claimable(snapshot, now);
+    // A saturated subscriber's waiting deliveries become claimable when it frees a slot.
+    starved = saturated;
+    const limit = Math.min(free, cfg.claimBatch, room);
+    if (limit <= 0) return false;
+    const claimed = await store.claimDue({ owner, now, leaseMs: lease.until - now, limit, exclude });
     if (claimed.length === 0) return false;
     let events: Map<string, EventRecord>;
     try {
@@ -275,25 +319,28 @@ export function createDispatcher(deps: DispatcherDeps) {
         rt.held -= 1;
         metrics.inflight.dec();
         inflightRuns.delete(p);
-        wake.wakeAll();
+        slotFreed();
       });
       inflightRuns.add(p);
     }
     giveBack(back, 'not_runnable');
-    return true;
+    if (claimed.length === limit) starved = true;
+    return claimed.length === limit && back.length === 0;
   }
 
   async function claimLoop(): Promise<void> {
     while (!stopping) {
-      let claimed = false;
+      signalled = false;
+      let more = false;
       try {
-        claimed = await claimOnce();
+        more = await claimOnce();
       } catch (err) {
         logger.error({ err }, 'claiming deliveries failed');
         await wake.wait(1_000);
         continue;
       }
-      if (!claimed) await wake.wait(cfg.pollIntervalMs);
+      // Retries fall due without any signal: the poll interval bounds how late they start.
+      if (!more && !signalled) await wake.wait(cfg.pollIntervalMs);
     }
   }
 
@@ -302,9 +349,7 @@ export function createDispatcher(deps: DispatcherDeps) {
       loop ??= claimLoop();
     },
     /** New deliveries were ingested: look now instead of at the next poll. */
-    wake(): void {
-      wake.wakeAll();
-    },
+    wake: signal,
     inflight: () => inflightRuns.size,
     /**
      * Stops claiming, lets in-flight sends finish until `deadline`, then aborts the rest (their claims are released,
@@ -312,6 +357,7 @@ export function createDispatcher(deps: DispatcherDeps) {
      */
     async close(deadline: number): Promise<void> {
       stopping = true;
+      clearTimeout(refill);
       wake.wakeAll();
       await loop;
       const left = deadline - Date.now();
