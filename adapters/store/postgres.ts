@@ -33,6 +33,11 @@ export function createPostgresStore(config: PostgresStoreConfig): Store {
     db,
     words: postgresWords,
     transaction: (fn) => db.transaction().execute(fn),
+    relaxed: (fn) =>
+      db.transaction().execute(async (trx) => {
+        await sql`SET LOCAL synchronous_commit = off`.execute(trx);
+        return fn(trx);
+      }),
     close: () => (closing ??= db.destroy()),
   });
   return {

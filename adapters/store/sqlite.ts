@@ -62,6 +62,15 @@ export function createSqliteStore(config: SqliteStoreConfig): Store {
           throw err;
         }
       }),
+    relaxed: (fn) =>
+      db.connection().execute(async (conn) => {
+        await sql`PRAGMA synchronous = OFF`.execute(conn);
+        try {
+          return await fn(conn);
+        } finally {
+          await sql`PRAGMA synchronous = FULL`.execute(conn);
+        }
+      }),
     close: () =>
       (closing ??= (async () => {
         await db.destroy();

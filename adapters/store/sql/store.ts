@@ -37,6 +37,12 @@ export interface SqlStoreOptions {
   readonly words: SqlDialectWords;
   /** Runs fn in a write transaction (SQLite: BEGIN IMMEDIATE; PostgreSQL: a pooled transaction). */
   readonly transaction: <T>(fn: (db: Db) => Promise<T>) => Promise<T>;
+  /**
+   * Runs fn without waiting for its commit to reach the disk (SQLite synchronous=OFF, PostgreSQL
+   * synchronous_commit=off). Only for writes whose loss in a power cut is harmless: a lost claim or release just
+   * leaves the delivery due again. The next durable commit flushes them anyway.
+   */
+  readonly relaxed: <T>(fn: (db: Db) => Promise<T>) => Promise<T>;
   readonly close: () => Promise<void>;
 }
 
@@ -50,7 +56,7 @@ function cursorValue(cursor: string | undefined, start: number, pastEnd: number)
 const CHUNK = 500;
 
 export function createSqlStore(options: SqlStoreOptions): Store {
-  const { db, transaction } = options;
+  const { db, transaction, relaxed } = options;
   const skipLocked: RawBuilder<unknown> = options.kind === 'postgres' ? sql`FOR UPDATE SKIP LOCKED` : sql``;
   const forUpdate: RawBuilder<unknown> = options.kind === 'postgres' ? sql`FOR UPDATE` : sql``;
 
@@ -256,7 +262,7 @@ async function requeue(deliveryIds: readonly string[], now: number): Promise<num
 
     async claimDue({ owner, now, leaseMs, limit, exclude }): Promise<ClaimedDelivery[]> {
       const notExcluded = exclude.length > 0 ? sql`AND d.subscriber_id NOT IN (${sql.join([...exclude])})` : sql``;
-      const { rows } = await sql<{ id: string; event_id: string; subscriber_id: string; attempts: number }>`
+      const { rows } = await relaxed((q) => sql<{ id: string; event_id: string; subscriber_id: string; attempts: number }>`
         UPDATE deliveries SET lease_owner = ${owner}, next_attempt_at = ${now + leaseMs}, updated_at = ${now}
         WHERE id IN (
           SELECT d.id FROM deliveries d
@@ -265,7 +271,7 @@ async function requeue(deliveryIds: readonly string[], now: number): Promise<num
               SELECT 1 FROM deliveries p
               WHERE p.subscriber_id = d.subscriber_id AND p.ordering_key = d.ordering_key AND p.status = 'pending' AND p.event_seq < d.event_seq))
           ORDER BY d.next_attempt_at LIMIT ${limit} ${skipLocked})
-        RETURNING id, event_id, subscriber_id, attempts`.execute(db);
+        RETURNING id, event_id, subscriber_id, attempts`.execute(q));
       return rows.map((r) => ({ id: r.id, eventId: r.event_id, subscriberId: r.subscriber_id, attempt: Number(r.attempts) + 1 }));
     },
 
@@ -314,11 +320,13 @@ async function requeue(deliveryIds: readonly string[], now: number): Promise<num
     },
 
     async release(owner, deliveryIds, nextAttemptAt) {
-      for (let i = 0; i < deliveryIds.length; i += CHUNK) {
-        await sql`
-          UPDATE deliveries SET lease_owner = NULL, next_attempt_at = ${nextAttemptAt}
-          WHERE lease_owner = ${owner} AND status = 'pending' AND id IN (${sql.join(deliveryIds.slice(i, i + CHUNK))})`.execute(db);
-      }
+      await relaxed(async (q) => {
+        for (let i = 0; i < deliveryIds.length; i += CHUNK) {
+          await sql`
+            UPDATE deliveries SET lease_owner = NULL, next_attempt_at = ${nextAttemptAt}
+            WHERE lease_owner = ${owner} AND status = 'pending' AND id IN (${sql.join(deliveryIds.slice(i, i + CHUNK))})`.execute(q);
+        }
+      });
     },
 
     deadLetterPending: (subscriberId, reason, now) => transaction((q) => deadLetterAll(q, subscriberId, reason, now, false)),
