@@ -20,17 +20,8 @@ import type { OutboundMessage } from './port.ts';
  * signature or token"), the ones the router sets itself, and framing/hop-by-hop headers undici manages. Applied here,
  * so every transport obeys it.
  */
-const NOT_PASSED_THROUGH: ReadonlySet<string> = new Set([
-  'x-hub-signature',
-  'x-hub-signature-256',
-  'x-gitlab-token',
-  'authorization',
-  'proxy-authorization',
-  'cookie',
-  'webhook-id',
-  'webhook-timestamp',
-  'webhook-signature',
-  'webhook-attempt',
+/** Framing and hop-by-hop headers the HTTP client manages, plus the user agent the router sets. */
+export const CLIENT_MANAGED_HEADERS: ReadonlySet<string> = new Set([
   'user-agent',
   'host',
   'content-length',
@@ -42,6 +33,20 @@ const NOT_PASSED_THROUGH: ReadonlySet<string> = new Set([
   'trailer',
   'upgrade',
   'expect',
+]);
+
+const NOT_PASSED_THROUGH: ReadonlySet<string> = new Set([
+  'x-hub-signature',
+  'x-hub-signature-256',
+  'x-gitlab-token',
+  'authorization',
+  'proxy-authorization',
+  'cookie',
+  'webhook-id',
+  'webhook-timestamp',
+  'webhook-signature',
+  'webhook-attempt',
+  ...CLIENT_MANAGED_HEADERS,
 ]);
 
 export function passThrough(headers: Readonly<Record<string, string>>): Record<string, string> {

@@ -8,6 +8,7 @@
 import { lookup as dnsLookup } from 'node:dns/promises';
 import { z } from 'zod';
 import { Delivery } from '../../config/schema.ts';
+import { CLIENT_MANAGED_HEADERS } from '../outbound-headers.ts';
 import type { SenderDeps, TransportProvider, TransportSender } from '../port.ts';
 import { createHttpsSender, type HttpsSenderDeps } from './sender.ts';
 import { createEgressPolicy, type LookupAll } from './ssrf.ts';
@@ -24,27 +25,15 @@ const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 
 /**
- * Names a subscriber may not set: hop-by-hop and framing headers (undici manages or rejects them), the router's own
- * headers, and signature headers a subscriber could use to confuse its own verification.
+ * Names a subscriber may not set: hop-by-hop and framing headers (undici manages or rejects them, see
+ * CLIENT_MANAGED_HEADERS), the router's own headers, and signature headers a subscriber could use to confuse its
+ * own verification.
  */
-const RESERVED_HEADERS: ReadonlySet<string> = new Set([
-  'host',
-  'content-length',
-  'transfer-encoding',
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'te',
-  'trailer',
-  'upgrade',
-  'expect',
-  'user-agent',
-]);
 const RESERVED_PREFIXES = ['webhook-', 'x-hub-signature'];
 
 function reservedReason(name: string): string | undefined {
   const lower = name.toLowerCase();
-  if (RESERVED_HEADERS.has(lower)) return `header "${name}" is set by the router or the HTTP client and cannot be configured`;
+  if (CLIENT_MANAGED_HEADERS.has(lower)) return `header "${name}" is set by the router or the HTTP client and cannot be configured`;
   const prefix = RESERVED_PREFIXES.find((p) => lower.startsWith(p));
   return prefix ? `headers starting with "${prefix}" are reserved for the router's signatures` : undefined;
 }
