@@ -89,7 +89,18 @@ const KafkaQueue = z
     partitions: z.number().int().min(1).default(12).describe('Partitions of the topic when the router creates it (events are keyed by repository).'),
     replicationFactor: z.number().int().min(1).default(1).describe('Replicas of the topic when the router creates it (3 in production).'),
     connectTimeoutMs: z.number().int().min(100).default(10_000),
-    sessionTimeoutMs: z.number().int().min(1_000).default(30_000).describe("A worker silent this long leaves the group; its partitions move."),
+    sessionTimeoutMs: z
+      .number()
+      .int()
+      .min(6_000) // brokers refuse less (group.min.session.timeout.ms)
+      .default(30_000)
+      .describe('A worker silent this long is evicted from the group; its partitions move.'),
+    maxPollIntervalMs: z
+      .number()
+      .int()
+      .min(100)
+      .default(60_000)
+      .describe('A consumer not asking for messages this long commits what it can and leaves the group (a hung worker).'),
   })
   .strict();
 

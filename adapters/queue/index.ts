@@ -4,8 +4,10 @@
  */
 import type { QueueConfig } from '../../config/schema.ts';
 import type { Logger } from '../../src/logger.ts';
+import { createKafkaQueue } from './kafka.ts';
 import { createMemoryQueue } from './memory.ts';
 import type { QueueAdapter } from './port.ts';
+import { createRedisStreamsQueue } from './redis-streams.ts';
 import { createSqliteQueue } from './sqlite.ts';
 
 export interface QueueDeps {
@@ -15,6 +17,8 @@ export interface QueueDeps {
 export const queueAdapters = {
   sqlite: createSqliteQueue,
   memory: createMemoryQueue,
+  redis: createRedisStreamsQueue,
+  kafka: createKafkaQueue,
 } satisfies { [K in QueueConfig['kind']]: (config: Extract<QueueConfig, { kind: K }>, deps: QueueDeps) => QueueAdapter };
 
 export function createQueue(config: QueueConfig, deps: QueueDeps): QueueAdapter {
