@@ -885,7 +885,19 @@ export function createKafkaQueue(config: KafkaQueueConfig, deps: { logger?: Logg
       await withTimeout(
         (async () => {
           await a.connect();
-          await ensureTopic(a);
+          // A topic just created may not be in every broker's metadata yet (UNKNOWN_TOPIC_OR_PARTITION,
+          // LEADER_NOT_AVAILABLE are retriable): try again until the connect deadline.
+          for (let attempt = 1; ; attempt++) {
+            try {
+              await ensureTopic(a);
+              break;
+            } catch (err) {
+              const e = err as { retriable?: boolean; type?: string; cause?: { retriable?: boolean; type?: string } };
+              const transient = e.retriable || e.cause?.retriable || /UNKNOWN_TOPIC_OR_PARTITION|LEADER_NOT_AVAILABLE/.test(`${e.type} ${e.cause?.type}`);
+              if (!transient || attempt >= 20) throw err;
+              await new Promise((r) => setTimeout(r, 100 * attempt));
+            }
+          }
           producer = newProducer();
           await producer;
         })(),
