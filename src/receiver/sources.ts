@@ -6,6 +6,7 @@
  * that receives the event and reused on redelivery (github/docs#32822). GitLab `Idempotency-Key`, else
  * `X-Gitlab-Webhook-UUID`. Standard Webhooks `webhook-id`.
  */
+import { createSecretKey, type KeyObject } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { SourceConfig } from '../../config/schema.ts';
 import type { RouterErrorCode } from '../errors.ts';
@@ -30,10 +31,15 @@ export interface Identity {
 
 export interface CompiledSource {
   readonly config: SourceConfig;
-  /** Secrets as raw bytes (HMAC keys, plain tokens). */
+  /** Secrets as raw bytes (plain tokens). */
   readonly secrets: readonly Uint8Array[];
+  /**
+   * The same secrets as HMAC keys, made once: createHmac() with a Buffer key validates and wraps the key on every
+   * call, about 15 µs per webhook (benchmarks/RESULTS.md).
+   */
+  readonly hmacKeys: readonly KeyObject[];
   /** Secrets in `whsec_` form, decoded (Standard Webhooks keys). */
-  readonly signingKeys: readonly Uint8Array[];
+  readonly signingKeys: readonly KeyObject[];
 }
 
 export interface VerifyContext {
@@ -53,7 +59,11 @@ export function compileSource(config: SourceConfig): CompiledSource {
   return {
     config,
     secrets: config.secrets.map((s) => Buffer.from(s, 'utf8')),
-    signingKeys: config.secrets.map(standardWebhooksKey).filter((k): k is Uint8Array => k !== undefined),
+    hmacKeys: config.secrets.map((s) => createSecretKey(Buffer.from(s, 'utf8'))),
+    signingKeys: config.secrets
+      .map(standardWebhooksKey)
+      .filter((k): k is Uint8Array => k !== undefined)
+      .map((k) => createSecretKey(k)),
   };
 }
 
@@ -119,7 +129,7 @@ const github: SourceKindHandler = {
   verify(source, body, headers) {
     const signature = headers['x-hub-signature-256'];
     if (typeof signature !== 'string') return unsigned('X-Hub-Signature-256');
-    return verifyGithubSignature(body, signature, source.secrets) ? undefined : mismatch;
+    return verifyGithubSignature(body, signature, source.hmacKeys) ? undefined : mismatch;
   },
   routing: (payload, identity) => extractGithubRouting(payload, identity.headerEvent ?? ''),
   isPing: (identity) => identity.headerEvent === 'ping',

@@ -11,12 +11,12 @@
  * Every compare uses timingSafeEqual after decoding to bytes and checking the length of the decoded digest, never a
  * string `===` (cashfree/cashfree-pg-sdk-nodejs#124, tailscale/tailscale#6572).
  */
-import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, type KeyObject, timingSafeEqual } from 'node:crypto';
 
 const SHA256_BYTES = 32;
 const GITHUB_SIGNATURE = /^sha256=([0-9a-fA-F]{64})$/;
 
-export function verifyGithubSignature(body: Uint8Array, header: string, secrets: readonly Uint8Array[]): boolean {
+export function verifyGithubSignature(body: Uint8Array, header: string, secrets: readonly (Uint8Array | KeyObject)[]): boolean {
   const match = GITHUB_SIGNATURE.exec(header.trim());
   if (!match?.[1]) return false;
   const given = Buffer.from(match[1], 'hex');
@@ -38,7 +38,7 @@ export type StandardVerdict = 'ok' | 'mismatch' | 'stale';
 export function verifyStandardSignature(
   body: Uint8Array,
   headers: { id: string; timestamp: string; signature: string },
-  keys: readonly Uint8Array[],
+  keys: readonly (Uint8Array | KeyObject)[],
   nowSec: number,
   toleranceSec: number,
 ): StandardVerdict {
