@@ -55,6 +55,7 @@ import {
   newSendAgent,
   outstanding,
   pairKey,
+  percentile,
   pickedByHash,
   probeKafka,
   probePostgres,
@@ -246,6 +247,25 @@ async function runVariant(t: TestContext, kind: QueueKind): Promise<void> {
       `${kind}: latency first send → first 2xx at the sink p50 ${r.latency.p50.toFixed(0)} ms, p99 ${r.latency.p99.toFixed(0)} ms, max ${r.latency.max.toFixed(0)} ms ` +
         `(n ${r.latency.n}); sends done at ${ms(sentDone)}, ${drained ? 'drained' : 'NOT drained'} at ${ms(drainedAt)}`,
     );
+    // Latency by when the event was first sent: before the kill, while worker 1 was down, after its replacement spawned.
+    const phases: [string, number, number][] = [
+      ['before the kill', 0, killedAt],
+      ['during the outage', killedAt, respawnAt],
+      ['after the respawn', respawnAt, Number.POSITIVE_INFINITY],
+    ];
+    const byPhase = phases.map(([name, from, to]) => {
+      const xs: number[] = [];
+      for (const e of ledger.values()) {
+        if (e.firstSentAt < from || e.firstSentAt >= to) continue;
+        for (const s of subscribers) {
+          const at = s.plan.matches(e.ev) ? sink.firstAcceptedAt.get(pairKey(e.ev.guid, s.name)) : undefined;
+          if (at !== undefined) xs.push(at - e.firstSentAt);
+        }
+      }
+      xs.sort((a, b) => a - b);
+      return `${name} p50 ${percentile(xs, 50).toFixed(0)} / p99 ${percentile(xs, 99).toFixed(0)} ms (n ${xs.length})`;
+    });
+    t.diagnostic(`${kind}: latency by send time: ${byPhase.join('; ')}`);
     for (const k of r.duplicatePairs.slice(0, 10)) {
       const [guid, sub] = k.split('|') as [string, string];
       const times = sink.arrivals

@@ -62,7 +62,8 @@ export interface TopoEvent {
 }
 
 const HOOK_IDS = [21, 22, 23];
-const REPOS = ['other/x', 'acme/api', 'acme/web', 'acme/web'];
+/** Three in four events are acme/*; seven repositories, so Kafka's per-repository keys spread over the partitions. */
+const REPOS = ['other/x', 'acme/api', 'acme/web', 'acme/web', 'other/y', 'acme/cli', 'acme/docs', 'acme/app'];
 
 export function makeEvent(i: number): TopoEvent {
   return {
