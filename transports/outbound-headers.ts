@@ -11,7 +11,7 @@
  *
  * node:crypto signs in native code; the reference `standardwebhooks` package uses pure-JS SHA-256 (278 ms for 25 MiB).
  */
-import { createHmac } from 'node:crypto';
+import { createHmac, createSecretKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { OutboundMessage } from './port.ts';
 
@@ -63,30 +63,51 @@ export type SigningScheme = 'standard-webhooks' | 'github';
 const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
 export const userAgent = `webhook-router/${version}`;
 
-export function standardWebhooksKey(secret: string): Buffer {
-  return Buffer.from(secret.startsWith('whsec_') ? secret.slice(6) : secret, 'base64');
+/**
+ * HMAC keys for a subscriber's secrets, built once per secret: createHmac() with a string or Buffer key validates and
+ * wraps the key on every call (about 15 µs per signature, benchmarks/RESULTS.md). A sender keeps one of these; its
+ * secrets change only with its subscriber's version, which gets a new sender.
+ */
+export class SigningKeys {
+  readonly #standard = new Map<string, KeyObject>();
+  readonly #github = new Map<string, KeyObject>();
+
+  /** The Standard Webhooks key: the base64 part of a `whsec_` secret. */
+  standard(secret: string): KeyObject {
+    let key = this.#standard.get(secret);
+    if (!key) {
+      key = createSecretKey(Buffer.from(secret.startsWith('whsec_') ? secret.slice(6) : secret, 'base64'));
+      this.#standard.set(secret, key);
+    }
+    return key;
+  }
+
+  /** The GitHub-style key: the secret string itself, as GitHub consumers configure it. */
+  github(secret: string): KeyObject {
+    let key = this.#github.get(secret);
+    if (!key) {
+      key = createSecretKey(Buffer.from(secret, 'utf8'));
+      this.#github.set(secret, key);
+    }
+    return key;
+  }
 }
 
-export function standardSignature(secret: string, id: string, timestampSec: number, body: Uint8Array): string {
-  const mac = createHmac('sha256', standardWebhooksKey(secret)).update(`${id}.${timestampSec}.`).update(body).digest('base64');
-  return `v1,${mac}`;
-}
-
-export function githubSignature(secret: string, body: Uint8Array): string {
-  return `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
-}
-
-export function outboundHeaders(message: OutboundMessage, signing: SigningScheme, nowMs: number): Record<string, string> {
+export function outboundHeaders(message: OutboundMessage, signing: SigningScheme, nowMs: number, keys: SigningKeys): Record<string, string> {
   const timestamp = Math.floor(nowMs / 1000);
+  const standardSignature = (secret: string) =>
+    `v1,${createHmac('sha256', keys.standard(secret)).update(`${message.deliveryId}.${timestamp}.`).update(message.body).digest('base64')}`;
   const secrets = [message.secrets.current, ...(message.secrets.previous ? [message.secrets.previous] : [])];
   const headers: Record<string, string> = {
     ...passThrough(message.headers),
     'user-agent': userAgent,
     'webhook-id': message.deliveryId,
     'webhook-timestamp': String(timestamp),
-    'webhook-signature': secrets.map((s) => standardSignature(s, message.deliveryId, timestamp, message.body)).join(' '),
+    'webhook-signature': secrets.map(standardSignature).join(' '),
     'webhook-attempt': String(message.attempt),
   };
-  if (signing === 'github') headers['x-hub-signature-256'] = githubSignature(message.secrets.current, message.body);
+  if (signing === 'github') {
+    headers['x-hub-signature-256'] = `sha256=${createHmac('sha256', keys.github(message.secrets.current)).update(message.body).digest('hex')}`;
+  }
   return headers;
 }

@@ -95,17 +95,7 @@ export function attemptFor(
   return { deliveryId: claimed.id, attempt: claimed.attempt, startedAt, durationMs: 12, outcome, ...outcomes[outcome], ...overrides };
 }
 
-/** Byte equality that ignores the view type (a Buffer from SQLite, a Uint8Array or BSON Binary view elsewhere). */
-export function assertSameBytes(actual: Uint8Array, expected: Uint8Array, message?: string): void {
-  const a = Buffer.from(actual.buffer, actual.byteOffset, actual.byteLength);
-  const e = Buffer.from(expected.buffer, expected.byteOffset, expected.byteLength);
-  if (a.equals(e)) return;
-  const first = Array.from({ length: Math.min(a.length, e.length) }, (_, i) => i).find((i) => a[i] !== e[i]);
-  assert.fail(
-    `${message ?? 'bodies differ'}: ${a.length} bytes back, ${e.length} stored` +
-      (first === undefined ? '' : `, first difference at byte ${first} (${a[first]} ≠ ${e[first]})`),
-  );
-}
+export { assertSameBytes } from './queue.ts';
 
 /** A value as JSON would carry it: drops `undefined` members, so stored and returned objects compare fairly. */
 export function plain<T>(value: T): unknown {

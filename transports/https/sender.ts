@@ -20,7 +20,7 @@
 import { Agent } from 'undici';
 import type { Dispatcher } from 'undici';
 import { RouterError } from '../../src/errors.ts';
-import { outboundHeaders } from '../outbound-headers.ts';
+import { SigningKeys, outboundHeaders } from '../outbound-headers.ts';
 import type { OutboundMessage, SendOutcome, SenderDeps, TransportSender } from '../port.ts';
 import { classifyError, classifyStatus } from './classify.ts';
 import { createSsrfConnector, type SsrfConnectorOptions } from './connector.ts';
@@ -80,6 +80,7 @@ export function createHttpsSender(config: HttpsTransportConfig, deps: HttpsSende
   const path = `${url.pathname}${url.search}`;
   const timeoutMs = config.timeoutMs ?? deps.delivery.timeoutMs;
   const maxResponseBytes = deps.delivery.maxResponseBytes;
+  const keys = new SigningKeys();
   const custom: Record<string, string> = {};
   for (const [name, value] of Object.entries(config.headers)) custom[name.toLowerCase()] = value;
 
@@ -108,7 +109,7 @@ export function createHttpsSender(config: HttpsTransportConfig, deps: HttpsSende
     const timer = setTimeout(() => deadline.abort(new DOMException(`attempt exceeded ${timeoutMs} ms`, 'TimeoutError')), timeoutMs);
     try {
       // Custom headers first: the router's own (webhook-*, signatures, user-agent, pass-through) always win.
-      const headers = { ...custom, ...outboundHeaders(message, config.signing, started) };
+      const headers = { ...custom, ...outboundHeaders(message, config.signing, started, keys) };
       let res: Dispatcher.ResponseData;
       try {
         res = await agent.request({
