@@ -2,7 +2,6 @@
  * Builders for tests that drive a store only through its port (adapters/store/port.ts): subscribers, events with
  * awkward bodies, deliveries with derived ids, attempt records. Every builder is deterministic except `randomBody`.
  */
-import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import type { z } from 'zod';
 import { deliveryIdFor } from '../../adapters/store/ids.ts';
