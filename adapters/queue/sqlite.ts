@@ -1,9 +1,10 @@
 /**
- * The embedded default queue: one SQLite file in WAL mode, written through better-sqlite3.
+ * The embedded default queue: one SQLite file in WAL mode, written through better-sqlite3 on a worker thread of its
+ * own (sqlite-thread.ts), so that no statement and no fsync ever blocks the event loop that receives webhooks.
  *
  * Writes (publishes and acks) go through a group commit: they gather for `batchWindowMs` (or until `batchMaxItems`)
- * and commit in one transaction, so one fsync confirms hundreds of publishes. A publish resolves only after its
- * commit. With `synchronous: full` that commit survives power loss; with `normal`, a process crash.
+ * and commit in one transaction, so one fsync confirms hundreds of publishes. One commit is in flight at a time;
+ * what arrives meanwhile forms the next one. A publish resolves only after its commit. With `synchronous: full` that commit survives power loss; with `normal`, a process crash.
  *
  * SQLite's automatic WAL checkpoint runs on the committing connection, i.e. on our event loop, and measured at 30–50 %
  * of ingest throughput (shared/reference/performance.md). It is turned off here and a worker thread with its own
@@ -24,33 +25,14 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import Database from 'better-sqlite3';
 import type { QueueConfig } from '../../config/schema.ts';
 import { RouterError } from '../../src/errors.ts';
 import { type Logger, silentLogger } from '../../src/logger.ts';
-import type { QueueAdapter, QueueCapabilities, QueueConsumer, QueueDelivery, QueueMessage, ReceiveOptions } from './port.ts';
+import type { QueueAdapter, QueueCapabilities, QueueConsumer, QueueDelivery, ReceiveOptions } from './port.ts';
+import type { ClaimedRow, ThreadOptions, ThreadReply, ThreadRequest, WriteOp } from './sqlite-thread.ts';
 import { Waiters } from './waiters.ts';
 
 export type SqliteQueueConfig = Extract<QueueConfig, { kind: 'sqlite' }>;
-
-const SCHEMA = `
-  CREATE TABLE IF NOT EXISTS queue_messages (
-    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
-    key           TEXT,
-    body          BLOB NOT NULL,
-    visible_at    INTEGER NOT NULL,
-    lease         TEXT,
-    receive_count INTEGER NOT NULL DEFAULT 0,
-    published_at  INTEGER NOT NULL
-  );
-  CREATE INDEX IF NOT EXISTS queue_messages_visible ON queue_messages (visible_at, seq);
-`;
-
-type WriteOp =
-  | { op: 'publish'; message: QueueMessage }
-  | { op: 'ack'; seq: number; lease: string }
-  | { op: 'nack'; seq: number; lease: string; delayMs: number }
-  | { op: 'extend'; seq: number; lease: string; ms: number };
 
 interface PendingWrite {
   write: WriteOp;
@@ -58,12 +40,7 @@ interface PendingWrite {
   reject: (err: unknown) => void;
 }
 
-interface ClaimedRow {
-  seq: number;
-  key: string | null;
-  body: Buffer;
-  receive_count: number;
-}
+type Request = ThreadRequest extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
 
 export function createSqliteQueue(config: SqliteQueueConfig, deps: { logger?: Logger } = {}): QueueAdapter {
   const logger = deps.logger ?? silentLogger;
@@ -76,12 +53,15 @@ export function createSqliteQueue(config: SqliteQueueConfig, deps: { logger?: Lo
     durability: config.synchronous === 'full' ? 'power-loss' : 'process-crash',
   };
 
-  let db: Database.Database | undefined;
-  let statements: ReturnType<typeof prepare> | undefined;
+  let thread: Worker | undefined;
+  let gone: RouterError | undefined;
+  const waiting = new Map<number, PromiseWithResolvers<unknown>>();
+  let nextId = 1;
   let checkpointer: Worker | undefined;
   let pending: PendingWrite[] = [];
   let flushTimer: NodeJS.Timeout | undefined;
-  let flushScheduled = false;
+  /** The commit the thread is working on; writes arriving meanwhile wait for the next one. */
+  let committing: Promise<void> | undefined;
   let closing: Promise<void> | undefined;
   const consumers = new Set<SqliteConsumer>();
   const waiters = new Waiters();
@@ -89,103 +69,66 @@ export function createSqliteQueue(config: SqliteQueueConfig, deps: { logger?: Lo
   const leasePrefix = randomBytes(6).toString('hex');
   let leaseCounter = 0;
 
-  function prepare(d: Database.Database) {
-    return {
-      insert: d.prepare('INSERT INTO queue_messages (key, body, visible_at, published_at) VALUES (?, ?, ?, ?)'),
-      ack: d.prepare('DELETE FROM queue_messages WHERE seq = ? AND lease = ?'),
-      nack: d.prepare('UPDATE queue_messages SET lease = NULL, visible_at = ? WHERE seq = ? AND lease = ?'),
-      extend: d.prepare('UPDATE queue_messages SET visible_at = ? WHERE seq = ? AND lease = ?'),
-      claim: d.prepare(
-        `UPDATE queue_messages SET lease = @lease, visible_at = @until, receive_count = receive_count + 1
-         WHERE seq IN (SELECT seq FROM queue_messages WHERE visible_at <= @now ORDER BY visible_at, seq LIMIT @max)
-         RETURNING seq, key, body, receive_count`,
-      ),
-      ping: d.prepare('SELECT 1'),
-      syncOff: d.prepare('PRAGMA synchronous = OFF'),
-      syncFull: d.prepare('PRAGMA synchronous = FULL'),
-    };
+  function call<T>(request: Request): Promise<T> {
+    const t = thread;
+    if (gone) return Promise.reject(gone);
+    if (!t) return Promise.reject(new RouterError('ROUTER_ERR_QUEUE_CLOSED', 'sqlite queue is not open'));
+    const id = nextId++;
+    const w = Promise.withResolvers<unknown>();
+    waiting.set(id, w);
+    // Idle, the thread must not keep the process alive; while a request is out, it must.
+    if (waiting.size === 1) t.ref();
+    t.postMessage({ ...request, id } as ThreadRequest);
+    return w.promise as Promise<T>;
   }
 
-  /**
-   * A claim need not wait for the disk: lost in a power cut, it only leaves the message visible again (delivered
-   * once more, which at-least-once allows). The next durable commit (FULL) flushes it with everything else.
-   */
-  function claimRelaxed(s: NonNullable<typeof statements>, params: Record<string, number | string>): ClaimedRow[] {
-    if (config.synchronous === 'normal') return s.claim.all(params) as ClaimedRow[];
-    s.syncOff.run();
-    try {
-      return s.claim.all(params) as ClaimedRow[];
-    } finally {
-      s.syncFull.run();
-    }
+  function onReply(reply: ThreadReply): void {
+    const w = waiting.get(reply.id);
+    waiting.delete(reply.id);
+    if (waiting.size === 0) thread?.unref();
+    if (reply.ok) w?.resolve(reply.value);
+    else w?.reject(new Error(reply.message));
   }
 
-  function requireOpen(): { d: Database.Database; s: NonNullable<typeof statements> } {
-    if (!db || !statements || closing) throw new RouterError('ROUTER_ERR_QUEUE_CLOSED', 'sqlite queue is not open');
-    return { d: db, s: statements };
+  function requireOpen(): void {
+    if (!thread || closing) throw new RouterError('ROUTER_ERR_QUEUE_CLOSED', 'sqlite queue is not open');
   }
 
-  /** Runs every gathered write in one transaction; each write learns its own outcome. */
+  /** Commits every gathered write in one transaction; each write learns its own outcome. */
   function flush(): void {
-    flushScheduled = false;
     if (flushTimer) clearTimeout(flushTimer);
     flushTimer = undefined;
-    if (pending.length === 0) return;
+    if (committing || pending.length === 0) return;
     const batch = pending;
     pending = [];
-    const d = db;
-    const s = statements;
-    if (!d || !s) {
-      for (const p of batch) p.reject(new RouterError('ROUTER_ERR_QUEUE_CLOSED', 'sqlite queue is closed'));
-      return;
-    }
-    const results: (RouterError | undefined)[] = [];
-    try {
-      d.transaction(() => {
-        const now = Date.now();
-        for (const { write } of batch) results.push(apply(s, write, now));
-      })();
-    } catch (err) {
-      const failure = new RouterError('ROUTER_ERR_QUEUE_UNAVAILABLE', 'sqlite queue commit failed', { cause: err });
-      logger.error({ err, batch: batch.length }, 'sqlite queue commit failed');
-      for (const p of batch) p.reject(failure);
-      return;
-    }
-    batch.forEach((p, i) => (results[i] ? p.reject(results[i]) : p.resolve()));
-    if (batch.some((p) => p.write.op === 'publish' || p.write.op === 'nack')) waiters.wakeAll();
-  }
-
-  function apply(s: NonNullable<typeof statements>, write: WriteOp, now: number): RouterError | undefined {
-    switch (write.op) {
-      case 'publish': {
-        const { message } = write;
-        s.insert.run(message.key ?? null, message.body, now + (message.delayMs ?? 0), now);
-        return undefined;
-      }
-      case 'ack':
-        return s.ack.run(write.seq, write.lease).changes === 1 ? undefined : leaseLost(write.seq);
-      case 'nack':
-        return s.nack.run(now + write.delayMs, write.seq, write.lease).changes === 1 ? undefined : leaseLost(write.seq);
-      case 'extend':
-        return s.extend.run(now + write.ms, write.seq, write.lease).changes === 1 ? undefined : leaseLost(write.seq);
-    }
+    committing = call<boolean[]>({ op: 'commit', writes: batch.map((p) => p.write) }).then(
+      (applied) => {
+        batch.forEach((p, i) => (applied[i] ? p.resolve() : p.reject(leaseLost(p.write))));
+        if (batch.some((p) => p.write.op === 'publish' || p.write.op === 'nack')) waiters.wakeAll();
+      },
+      (err: unknown) => {
+        const failure = err instanceof RouterError ? err : new RouterError('ROUTER_ERR_QUEUE_UNAVAILABLE', 'sqlite queue commit failed', { cause: err });
+        logger.error({ err, batch: batch.length }, 'sqlite queue commit failed');
+        for (const p of batch) p.reject(failure);
+      },
+    );
+    void committing.finally(() => {
+      committing = undefined;
+      // What gathered during this commit goes at once: it has already waited at least one commit's time.
+      if (pending.length > 0) flush();
+    });
   }
 
   function enqueueWrite(write: WriteOp): Promise<void> {
-    if (!db || closing) return Promise.reject(new RouterError('ROUTER_ERR_QUEUE_CLOSED', 'sqlite queue is closed'));
+    if (!thread || closing) return Promise.reject(new RouterError('ROUTER_ERR_QUEUE_CLOSED', 'sqlite queue is closed'));
     if (write.op === 'publish' && pending.length >= config.maxPendingPublishes) {
       return Promise.reject(new RouterError('ROUTER_ERR_QUEUE_OVERLOADED', `${pending.length} writes are waiting for a commit`));
     }
     return new Promise<void>((resolve, reject) => {
       pending.push({ write, resolve, reject });
-      if (pending.length >= config.batchMaxItems) {
-        if (!flushScheduled) {
-          flushScheduled = true;
-          setImmediate(flush);
-        }
-      } else if (!flushTimer && !flushScheduled) {
-        flushTimer = setTimeout(flush, config.batchWindowMs);
-      }
+      if (committing) return; // the running commit's end starts the next one
+      if (pending.length >= config.batchMaxItems) flush();
+      else flushTimer ??= setTimeout(flush, config.batchWindowMs);
     });
   }
 
@@ -197,12 +140,11 @@ export function createSqliteQueue(config: SqliteQueueConfig, deps: { logger?: Lo
       const max = Math.max(1, Math.min(options.max, capabilities.maxBatch));
       for (;;) {
         if (this.#closed || closing || options.signal?.aborted) return [];
-        const { s } = requireOpen();
-        const now = Date.now();
+        requireOpen();
         const lease = `${leasePrefix}.${(leaseCounter++).toString(36)}`;
         let rows: ClaimedRow[];
         try {
-          rows = claimRelaxed(s, { lease, until: now + config.visibilityTimeoutMs, now, max });
+          rows = await call<ClaimedRow[]>({ op: 'claim', lease, visibilityMs: config.visibilityTimeoutMs, max });
         } catch (err) {
           throw new RouterError('ROUTER_ERR_QUEUE_UNAVAILABLE', 'sqlite queue claim failed', { cause: err });
         }
@@ -241,22 +183,36 @@ export function createSqliteQueue(config: SqliteQueueConfig, deps: { logger?: Lo
     };
   }
 
+  async function open(): Promise<void> {
+    mkdirSync(dirname(config.path), { recursive: true });
+    const t = new Worker(new URL('./sqlite-thread.ts', import.meta.url), {
+      workerData: { path: config.path, synchronous: config.synchronous } satisfies ThreadOptions,
+    });
+    const first = await new Promise<ThreadReply>((resolve, reject) => {
+      t.once('message', resolve);
+      t.once('error', reject);
+    });
+    if (!first.ok) throw new Error(first.message);
+    t.on('message', onReply);
+    const fail = (err: Error) => {
+      gone ??= new RouterError('ROUTER_ERR_QUEUE_UNAVAILABLE', `sqlite queue thread stopped: ${err.message}`, { cause: err });
+      for (const w of waiting.values()) w.reject(gone);
+      waiting.clear();
+    };
+    t.on('error', fail);
+    t.on('exit', (code) => fail(new Error(`exit code ${code}`)));
+    t.unref();
+    thread = t;
+  }
+
   return {
     kind: 'sqlite',
     capabilities,
 
     async connect() {
-      if (db) return;
+      if (thread) return;
       try {
-        mkdirSync(dirname(config.path), { recursive: true });
-        const d = new Database(config.path);
-        d.pragma('journal_mode = WAL');
-        d.pragma(`synchronous = ${config.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
-        d.pragma('wal_autocheckpoint = 0'); // checkpoints happen on the checkpointer thread
-        d.pragma('busy_timeout = 5000'); // other processes sharing the file hold the write lock only briefly
-        d.exec(SCHEMA);
-        db = d;
-        statements = prepare(d);
+        await open();
       } catch (err) {
         throw new RouterError('ROUTER_ERR_QUEUE_UNAVAILABLE', `cannot open sqlite queue at ${config.path}`, { cause: err });
       }
@@ -269,14 +225,15 @@ export function createSqliteQueue(config: SqliteQueueConfig, deps: { logger?: Lo
     },
 
     async ping() {
-      const { s } = requireOpen();
-      s.ping.get();
+      requireOpen();
+      await call({ op: 'ping' });
     },
 
     producer() {
       return {
-        publish: (message) => enqueueWrite({ op: 'publish', message }),
-        publishBatch: (messages) => Promise.all(messages.map((message) => enqueueWrite({ op: 'publish', message }))).then(() => {}),
+        publish: (message) => enqueueWrite({ op: 'publish', key: message.key ?? null, body: message.body, delayMs: message.delayMs ?? 0 }),
+        publishBatch: (messages) =>
+          Promise.all(messages.map((m) => enqueueWrite({ op: 'publish', key: m.key ?? null, body: m.body, delayMs: m.delayMs ?? 0 }))).then(() => {}),
       };
     },
 
@@ -291,7 +248,10 @@ export function createSqliteQueue(config: SqliteQueueConfig, deps: { logger?: Lo
         for (const c of consumers) await c.close();
         waiters.wakeAll();
         // Commit what was accepted before close() was called; `closing` is set, so nothing new joins.
-        flush();
+        while (committing || pending.length > 0) {
+          flush();
+          await committing;
+        }
         if (checkpointer) {
           const worker = checkpointer;
           // Unref'd so an idle queue never keeps the process alive; while close() waits for it, it must, or the
@@ -301,15 +261,21 @@ export function createSqliteQueue(config: SqliteQueueConfig, deps: { logger?: Lo
           worker.postMessage('stop');
           await done;
         }
-        db?.close();
-        db = undefined;
-        statements = undefined;
+        const t = thread;
+        if (t && !gone) {
+          const exited = new Promise((resolve) => t.once('exit', resolve));
+          await call({ op: 'close' });
+          t.ref(); // the reply unref'd it; the process must live until the thread is gone
+          await exited;
+        }
+        thread = undefined;
       })();
       return closing;
     },
   };
 }
 
-function leaseLost(seq: number): RouterError {
+function leaseLost(write: WriteOp): RouterError {
+  const seq = write.op === 'publish' ? '?' : write.seq;
   return new RouterError('ROUTER_ERR_LEASE_LOST', `lease on message ${seq} expired and was taken over`);
 }

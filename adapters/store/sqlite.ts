@@ -1,85 +1,98 @@
 /**
- * The embedded default store: one SQLite file (WAL) through better-sqlite3, behind Kysely's raw `sql` templates.
- * Kysely serialises access to the single connection; writes run in BEGIN IMMEDIATE transactions so that a second
- * process on the same file (the `dlq` CLI next to a running worker) waits for the write lock (busy_timeout) instead
- * of failing on a stale read snapshot.
+ * The embedded default store: one SQLite file (WAL) through better-sqlite3, run on a worker thread of its own
+ * (sqlite-thread.ts). This side only forwards each store call and hands back its answer.
  *
- * As in the SQLite queue, WAL checkpoints run on a worker thread with its own connection (the queue's checkpointer),
- * never on the event loop that commits: automatic checkpoints there cost a third of the worker's throughput.
+ * Why a thread: better-sqlite3 is synchronous, so on the event loop every statement, and above all every durable
+ * COMMIT (an fsync, 1–2 ms on the machines measured), stalls the receiver and the dispatcher sharing that loop. In
+ * the end-to-end benchmark COMMIT alone took a quarter of the main thread. A whole call, transaction included, runs
+ * on the thread in one go; the event loop only pays for the message and a structured copy of the data.
  */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import Database from 'better-sqlite3';
-import { Kysely, SqliteDialect, sql } from 'kysely';
 import type { StoreConfig } from '../../config/schema.ts';
-import { RouterError } from '../../src/errors.ts';
+import { type RouterErrorCode, RouterError } from '../../src/errors.ts';
 import type { Store } from './port.ts';
-import { sqliteWords } from './sql/migrations.ts';
-import { createSqlStore } from './sql/store.ts';
+import type { StoreMethod, ThreadError, ThreadReply, ThreadRequest } from './sqlite-thread.ts';
 
 export type SqliteStoreConfig = Extract<StoreConfig, { kind: 'sqlite' }>;
 
-const CHECKPOINT_INTERVAL_MS = 1_000;
+/** Every method of the port; `satisfies` plus the check below make a missing one a compile error. */
+const methods = [
+  'connect', 'migrate', 'schemaStatus', 'ping', 'close',
+  'createSubscriber', 'getSubscriber', 'listSubscribers', 'allSubscribers', 'subscribersVersion', 'updateSubscriber', 'deleteSubscriber',
+  'ingest', 'claimDue', 'loadEvents', 'complete', 'release', 'deferSubscriber', 'deadLetterPending', 'requeue',
+  'getDelivery', 'listDeliveries', 'getEvent',
+  'recordPoison', 'listDeadLetters', 'getDeadLetter', 'replayDeadLetters', 'purgeDeadLetters',
+  'sweep',
+] as const satisfies readonly StoreMethod[];
+const allMethods: Exclude<StoreMethod, (typeof methods)[number]> extends never ? true : never = true;
 
 export function createSqliteStore(config: SqliteStoreConfig): Store {
-  let checkpointer: Worker | undefined;
-  // Opened on the first query (connect()), never in this factory.
-  const open = async (): Promise<Database.Database> => {
+  let thread: Worker | undefined;
+  let gone: Error | undefined;
+  let closed: Promise<void> | undefined;
+  const waiting = new Map<number, PromiseWithResolvers<unknown>>();
+  let nextId = 1;
+
+  // Started by the first call (connect()), never in this factory.
+  function start(): Worker {
+    if (thread) return thread;
+    mkdirSync(dirname(config.path), { recursive: true });
+    const t = new Worker(new URL('./sqlite-thread.ts', import.meta.url), { workerData: { path: config.path } });
+    t.on('message', (reply: ThreadReply) => {
+      const w = waiting.get(reply.id);
+      waiting.delete(reply.id);
+      if (waiting.size === 0) t.unref();
+      if (reply.ok) w?.resolve(reply.value);
+      else w?.reject(threadError(reply.error));
+    });
+    const fail = (err: Error) => {
+      gone ??= new RouterError('ROUTER_ERR_STORE_UNAVAILABLE', `sqlite store thread stopped: ${err.message}`, { cause: err });
+      for (const w of waiting.values()) w.reject(gone);
+      waiting.clear();
+    };
+    t.on('error', fail);
+    t.on('exit', (code) => fail(new Error(`exit code ${code}`)));
+    // Idle, the thread must not keep the process alive; while a call is out, it must.
+    t.unref();
+    thread = t;
+    return t;
+  }
+
+  function call(method: StoreMethod, args: unknown[]): Promise<unknown> {
+    if (gone) return Promise.reject(gone);
+    let t: Worker;
     try {
-      mkdirSync(dirname(config.path), { recursive: true });
-      const database = new Database(config.path);
-      database.pragma('journal_mode = WAL');
-      // FULL: an ingest commit must be durable before the queue message it came from is acked.
-      database.pragma('synchronous = FULL');
-      database.pragma('busy_timeout = 5000');
-      database.pragma('wal_autocheckpoint = 0');
-      checkpointer = new Worker(new URL('../queue/sqlite-checkpointer.ts', import.meta.url), {
-        workerData: { path: config.path, intervalMs: CHECKPOINT_INTERVAL_MS },
-      });
-      checkpointer.unref();
-      return database;
+      t = start();
     } catch (err) {
-      throw new RouterError('ROUTER_ERR_STORE_UNAVAILABLE', `cannot open sqlite store at ${config.path}`, { cause: err });
+      return Promise.reject(new RouterError('ROUTER_ERR_STORE_UNAVAILABLE', `cannot open sqlite store at ${config.path}`, { cause: err }));
     }
-  };
-  // biome-ignore lint: raw SQL needs no table typing.
-  const db = new Kysely<any>({ dialect: new SqliteDialect({ database: open }) });
-  let closing: Promise<void> | undefined;
-  return createSqlStore({
-    kind: 'sqlite',
-    db,
-    words: sqliteWords,
-    transaction: (fn) =>
-      db.connection().execute(async (conn) => {
-        await sql`BEGIN IMMEDIATE`.execute(conn);
-        try {
-          const result = await fn(conn);
-          await sql`COMMIT`.execute(conn);
-          return result;
-        } catch (err) {
-          await sql`ROLLBACK`.execute(conn).catch(() => {});
-          throw err;
-        }
-      }),
-    relaxed: (fn) =>
-      db.connection().execute(async (conn) => {
-        await sql`PRAGMA synchronous = OFF`.execute(conn);
-        try {
-          return await fn(conn);
-        } finally {
-          await sql`PRAGMA synchronous = FULL`.execute(conn);
-        }
-      }),
-    close: () =>
-      (closing ??= (async () => {
-        await db.destroy();
-        const worker = checkpointer;
-        if (!worker) return;
-        worker.ref(); // keep the process alive until the final checkpoint is done
-        const exited = new Promise((resolve) => worker.once('exit', resolve));
-        worker.postMessage('stop');
-        await exited;
-      })()),
-  });
+    const id = nextId++;
+    const w = Promise.withResolvers<unknown>();
+    waiting.set(id, w);
+    if (waiting.size === 1) t.ref();
+    t.postMessage({ id, method, args } satisfies ThreadRequest);
+    return w.promise;
+  }
+
+  const store = { kind: 'sqlite' } as Record<string, unknown>;
+  for (const m of methods) store[m] = (...args: unknown[]) => call(m, args);
+  store.close = () =>
+    (closed ??= (async () => {
+      if (!thread || gone) return;
+      const t = thread;
+      const exited = new Promise((resolve) => t.once('exit', resolve));
+      await call('close', []);
+      t.ref(); // the reply unref'd it; the process must live until the thread is gone
+      await exited;
+    })());
+  void allMethods;
+  return store as unknown as Store;
+}
+
+/** Errors cross the thread as data; RouterErrors come back as RouterErrors, with the same code. */
+function threadError(e: ThreadError): Error {
+  if (e.routerError && e.code) return new RouterError(e.code as RouterErrorCode, e.message);
+  return Object.assign(new Error(e.message), e.code ? { code: e.code } : {});
 }

@@ -21,16 +21,25 @@ export function createSubscriberCache(store: Pick<Store, 'allSubscribers' | 'sub
   let version: string | undefined;
   let snapshot: SubscriberSnapshot = { all: [], byId: new Map() };
   let checkedAt = Number.NEGATIVE_INFINITY;
-  let loading: Promise<SubscriberSnapshot> | undefined;
+  /**
+   * Bumped by invalidate(). A load started before the bump may have read the old rows: it is not shared with callers
+   * after the bump, and should it finish last, it does not overwrite what a newer load found.
+   */
+  let generation = 0;
+  let applied = -1;
+  let loading: { promise: Promise<SubscriberSnapshot>; generation: number } | undefined;
 
-  async function load(): Promise<SubscriberSnapshot> {
+  async function load(gen: number): Promise<SubscriberSnapshot> {
     const current = await store.subscribersVersion();
+    if (gen < applied) return snapshot;
     checkedAt = Date.now();
     if (current !== version) {
       const all = (await store.allSubscribers()).map((subscriber) => ({ subscriber, filter: compileFilter(subscriber.filter) }));
+      if (gen < applied) return snapshot;
       snapshot = { all, byId: new Map(all.map((c) => [c.subscriber.id, c])) };
       version = current;
     }
+    applied = gen;
     return snapshot;
   }
 
@@ -38,14 +47,18 @@ export function createSubscriberCache(store: Pick<Store, 'allSubscribers' | 'sub
     /** Throws when the store cannot be read (the caller treats that as our fault). */
     get(): Promise<SubscriberSnapshot> {
       if (Date.now() - checkedAt < refreshMs) return Promise.resolve(snapshot);
-      loading ??= load().finally(() => {
-        loading = undefined;
-      });
-      return loading;
+      if (loading?.generation === generation) return loading.promise;
+      const entry = { generation, promise: load(generation) };
+      entry.promise.finally(() => {
+        if (loading === entry) loading = undefined;
+      }).catch(() => {});
+      loading = entry;
+      return entry.promise;
     },
-    /** Forces the next get() to check the store (after this process changed a subscriber). */
+    /** Forces the next get() to read the store (after this process changed a subscriber). */
     invalidate(): void {
       checkedAt = Number.NEGATIVE_INFINITY;
+      generation += 1;
     },
   };
 }

@@ -1,0 +1,142 @@
+/**
+ * The thread that owns the SQLite queue's connection (see sqlite.ts). The main thread posts a group commit (every
+ * write gathered in one window), a claim or a ping; each runs to its end here, fsync included, and is answered with
+ * its outcome. Messages are taken in order, so commits land in the order they were posted.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import Database from 'better-sqlite3';
+
+export type WriteOp =
+  | { readonly op: 'publish'; readonly key: string | null; readonly body: Uint8Array; readonly delayMs: number }
+  | { readonly op: 'ack'; readonly seq: number; readonly lease: string }
+  | { readonly op: 'nack'; readonly seq: number; readonly lease: string; readonly delayMs: number }
+  | { readonly op: 'extend'; readonly seq: number; readonly lease: string; readonly ms: number };
+
+export type ThreadRequest =
+  | { readonly id: number; readonly op: 'commit'; readonly writes: readonly WriteOp[] }
+  | { readonly id: number; readonly op: 'claim'; readonly lease: string; readonly visibilityMs: number; readonly max: number }
+  | { readonly id: number; readonly op: 'ping' }
+  | { readonly id: number; readonly op: 'close' };
+
+export interface ClaimedRow {
+  readonly seq: number;
+  readonly key: string | null;
+  readonly body: Uint8Array;
+  readonly receive_count: number;
+}
+
+export type ThreadReply =
+  | { readonly id: number; readonly ok: true; readonly value: undefined | ClaimedRow[] | boolean[] }
+  | { readonly id: number; readonly ok: false; readonly message: string };
+
+export interface ThreadOptions {
+  readonly path: string;
+  readonly synchronous: 'full' | 'normal';
+}
+
+const SCHEMA = `
+  CREATE TABLE IF NOT EXISTS queue_messages (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    key           TEXT,
+    body          BLOB NOT NULL,
+    visible_at    INTEGER NOT NULL,
+    lease         TEXT,
+    receive_count INTEGER NOT NULL DEFAULT 0,
+    published_at  INTEGER NOT NULL
+  );
+  CREATE INDEX IF NOT EXISTS queue_messages_visible ON queue_messages (visible_at, seq);
+`;
+
+const { path, synchronous } = workerData as ThreadOptions;
+const port = parentPort;
+if (!port) throw new Error('sqlite-thread.ts runs only as a worker thread');
+
+let db: Database.Database;
+try {
+  db = new Database(path);
+  db.pragma('busy_timeout = 5000'); // other processes sharing the file hold the write lock only briefly
+  db.pragma('journal_mode = WAL');
+  db.pragma(`synchronous = ${synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
+  db.pragma('wal_autocheckpoint = 0'); // checkpoints happen on the checkpointer thread
+  db.exec(SCHEMA);
+} catch (err) {
+  port.postMessage({ id: 0, ok: false, message: String((err as Error)?.message ?? err) } satisfies ThreadReply);
+  process.exit(0);
+}
+port.postMessage({ id: 0, ok: true, value: undefined } satisfies ThreadReply);
+
+const s = {
+  insert: db.prepare('INSERT INTO queue_messages (key, body, visible_at, published_at) VALUES (?, ?, ?, ?)'),
+  ack: db.prepare('DELETE FROM queue_messages WHERE seq = ? AND lease = ?'),
+  nack: db.prepare('UPDATE queue_messages SET lease = NULL, visible_at = ? WHERE seq = ? AND lease = ?'),
+  extend: db.prepare('UPDATE queue_messages SET visible_at = ? WHERE seq = ? AND lease = ?'),
+  claim: db.prepare(
+    `UPDATE queue_messages SET lease = @lease, visible_at = @until, receive_count = receive_count + 1
+     WHERE seq IN (SELECT seq FROM queue_messages WHERE visible_at <= @now ORDER BY visible_at, seq LIMIT @max)
+     RETURNING seq, key, body, receive_count`,
+  ),
+  ping: db.prepare('SELECT 1'),
+  syncOff: db.prepare('PRAGMA synchronous = OFF'),
+  syncFull: db.prepare('PRAGMA synchronous = FULL'),
+};
+
+/** All writes in one transaction; per write, whether it took effect (a settle whose lease was lost did not). */
+const commit = db.transaction((writes: readonly WriteOp[]): boolean[] => {
+  const now = Date.now();
+  return writes.map((w) => {
+    switch (w.op) {
+      case 'publish':
+        // Structured clone hands over a plain Uint8Array; better-sqlite3 binds only Buffers as BLOBs.
+        s.insert.run(w.key, Buffer.from(w.body.buffer, w.body.byteOffset, w.body.byteLength), now + w.delayMs, now);
+        return true;
+      case 'ack':
+        return s.ack.run(w.seq, w.lease).changes === 1;
+      case 'nack':
+        return s.nack.run(now + w.delayMs, w.seq, w.lease).changes === 1;
+      case 'extend':
+        return s.extend.run(now + w.ms, w.seq, w.lease).changes === 1;
+    }
+  });
+});
+
+/**
+ * A claim need not wait for the disk: lost in a power cut, it only leaves the message visible again (delivered
+ * once more, which at-least-once allows). The next durable commit (FULL) flushes it with everything else.
+ */
+function claim(lease: string, visibilityMs: number, max: number): ClaimedRow[] {
+  const now = Date.now();
+  const params = { lease, until: now + visibilityMs, now, max };
+  if (synchronous === 'normal') return s.claim.all(params) as ClaimedRow[];
+  s.syncOff.run();
+  try {
+    return s.claim.all(params) as ClaimedRow[];
+  } finally {
+    s.syncFull.run();
+  }
+}
+
+port.on('message', (req: ThreadRequest) => {
+  let reply: ThreadReply;
+  try {
+    switch (req.op) {
+      case 'commit':
+        reply = { id: req.id, ok: true, value: commit(req.writes) };
+        break;
+      case 'claim':
+        reply = { id: req.id, ok: true, value: claim(req.lease, req.visibilityMs, req.max) };
+        break;
+      case 'ping':
+        s.ping.get();
+        reply = { id: req.id, ok: true, value: undefined };
+        break;
+      case 'close':
+        db.close();
+        port.postMessage({ id: req.id, ok: true, value: undefined } satisfies ThreadReply);
+        port.close();
+        return;
+    }
+  } catch (err) {
+    reply = { id: req.id, ok: false, message: String((err as Error)?.message ?? err) };
+  }
+  port.postMessage(reply);
+});
