@@ -9,7 +9,7 @@
  */
 import { parentPort, Worker, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
-import { Kysely, SqliteDialect, sql } from 'kysely';
+import { Kysely, type SqliteDatabase, SqliteDialect, type SqliteStatement, sql } from 'kysely';
 import { RouterError } from '../../src/errors.ts';
 import type { Store } from './port.ts';
 import { sqliteWords } from './sql/migrations.ts';
@@ -34,7 +34,7 @@ const port = parentPort;
 if (!port) throw new Error('sqlite-thread.ts runs only as a worker thread');
 
 let checkpointer: Worker | undefined;
-const open = async (): Promise<Database.Database> => {
+const open = async (): Promise<SqliteDatabase> => {
   try {
     const database = new Database(path);
     database.pragma('busy_timeout = 5000');
@@ -45,11 +45,34 @@ const open = async (): Promise<Database.Database> => {
     checkpointer = new Worker(new URL('../queue/sqlite-checkpointer.ts', import.meta.url), {
       workerData: { path, intervalMs: CHECKPOINT_INTERVAL_MS },
     });
-    return database;
+    return withStatementCache(database);
   } catch (err) {
     throw new RouterError('ROUTER_ERR_STORE_UNAVAILABLE', `cannot open sqlite store at ${path}`, { cause: err });
   }
 };
+/** Past this many cached statements the cache starts over (multi-row statements come in many lengths). */
+const STATEMENT_CACHE_MAX = 500;
+
+/**
+ * Kysely's SQLite driver prepares every query anew; preparing a multi-row INSERT costs about as much as running it.
+ * The store's SQL is a fixed set of texts (apart from the row counts of batches), so statements are kept by text.
+ */
+function withStatementCache(database: Database.Database): SqliteDatabase {
+  const statements = new Map<string, Database.Statement>();
+  return {
+    close: () => database.close(),
+    prepare: (text: string) => {
+      let s = statements.get(text);
+      if (!s) {
+        if (statements.size >= STATEMENT_CACHE_MAX) statements.clear();
+        s = database.prepare(text);
+        statements.set(text, s);
+      }
+      return s as unknown as SqliteStatement;
+    },
+  };
+}
+
 // biome-ignore lint: raw SQL needs no table typing.
 const db = new Kysely<any>({ dialect: new SqliteDialect({ database: open }) });
 
