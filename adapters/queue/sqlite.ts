@@ -29,7 +29,8 @@ import type { QueueConfig } from '../../config/schema.ts';
 import { RouterError } from '../../src/errors.ts';
 import { type Logger, silentLogger } from '../../src/logger.ts';
 import type { QueueAdapter, QueueCapabilities, QueueConsumer, QueueDelivery, ReceiveOptions } from './port.ts';
-import type { ClaimedRow, ThreadOptions, ThreadReply, ThreadRequest, WriteOp } from './sqlite-thread.ts';
+import { type Packed, pack } from './pack.ts';
+import type { Claimed, ClaimedRow, PostedWrite, ThreadOptions, ThreadReply, ThreadRequest, WriteOp } from './sqlite-thread.ts';
 import { Waiters } from './waiters.ts';
 
 export type SqliteQueueConfig = Extract<QueueConfig, { kind: 'sqlite' }>;
@@ -69,7 +70,7 @@ export function createSqliteQueue(config: SqliteQueueConfig, deps: { logger?: Lo
   const leasePrefix = randomBytes(6).toString('hex');
   let leaseCounter = 0;
 
-  function call<T>(request: Request): Promise<T> {
+  function call<T>(request: Request, transfer: ArrayBuffer[] = []): Promise<T> {
     const t = thread;
     if (gone) return Promise.reject(gone);
     if (!t) return Promise.reject(new RouterError('ROUTER_ERR_QUEUE_CLOSED', 'sqlite queue is not open'));
@@ -78,7 +79,7 @@ export function createSqliteQueue(config: SqliteQueueConfig, deps: { logger?: Lo
     waiting.set(id, w);
     // Idle, the thread must not keep the process alive; while a request is out, it must.
     if (waiting.size === 1) t.ref();
-    t.postMessage({ ...request, id } as ThreadRequest);
+    t.postMessage({ ...request, id } as ThreadRequest, transfer);
     return w.promise as Promise<T>;
   }
 
@@ -101,7 +102,14 @@ export function createSqliteQueue(config: SqliteQueueConfig, deps: { logger?: Lo
     if (committing || pending.length === 0) return;
     const batch = pending;
     pending = [];
-    committing = call<boolean[]>({ op: 'commit', writes: batch.map((p) => p.write) }).then(
+    const packed = pack(batch.flatMap((p) => (p.write.op === 'publish' ? [p.write.body] : [])));
+    let next = 0;
+    const writes = batch.map(({ write: w }): PostedWrite => {
+      if (w.op !== 'publish') return w;
+      const place = packed.places[next++] as Packed['places'][number];
+      return { op: 'publish', key: w.key, delayMs: w.delayMs, ...place };
+    });
+    committing = call<boolean[]>({ op: 'commit', writes, bodies: packed.buffer }, [packed.buffer]).then(
       (applied) => {
         batch.forEach((p, i) => (applied[i] ? p.resolve() : p.reject(leaseLost(p.write))));
         if (batch.some((p) => p.write.op === 'publish' || p.write.op === 'nack')) waiters.wakeAll();
@@ -142,13 +150,13 @@ export function createSqliteQueue(config: SqliteQueueConfig, deps: { logger?: Lo
         if (this.#closed || closing || options.signal?.aborted) return [];
         requireOpen();
         const lease = `${leasePrefix}.${(leaseCounter++).toString(36)}`;
-        let rows: ClaimedRow[];
+        let claimed: Claimed;
         try {
-          rows = await call<ClaimedRow[]>({ op: 'claim', lease, visibilityMs: config.visibilityTimeoutMs, max });
+          claimed = await call<Claimed>({ op: 'claim', lease, visibilityMs: config.visibilityTimeoutMs, max });
         } catch (err) {
           throw new RouterError('ROUTER_ERR_QUEUE_UNAVAILABLE', 'sqlite queue claim failed', { cause: err });
         }
-        if (rows.length > 0) return rows.map((row) => delivery(row, lease));
+        if (claimed.rows.length > 0) return claimed.rows.map((row) => delivery(row, Buffer.from(claimed.bodies, row.offset, row.length), lease));
         const left = deadline - Date.now();
         if (left <= 0) return [];
         // Publishes from this process wake us at once; other processes sharing the file are seen by polling.
@@ -162,7 +170,7 @@ export function createSqliteQueue(config: SqliteQueueConfig, deps: { logger?: Lo
     }
   }
 
-  function delivery(row: ClaimedRow, lease: string): QueueDelivery {
+  function delivery(row: ClaimedRow, body: Uint8Array, lease: string): QueueDelivery {
     let settled = false;
     const settle = (write: WriteOp) => {
       if (settled) return Promise.reject(new RouterError('ROUTER_ERR_ALREADY_SETTLED', `message ${row.seq} was already settled`));
@@ -170,7 +178,7 @@ export function createSqliteQueue(config: SqliteQueueConfig, deps: { logger?: Lo
       return enqueueWrite(write);
     };
     return {
-      body: row.body,
+      body,
       key: row.key ?? undefined,
       brokerId: String(row.seq),
       receiveCount: row.receive_count,

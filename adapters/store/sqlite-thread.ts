@@ -42,6 +42,8 @@ const open = async (): Promise<SqliteDatabase> => {
     // FULL: an ingest commit must be durable before the queue message it came from is acked.
     database.pragma('synchronous = FULL');
     database.pragma('wal_autocheckpoint = 0');
+    // When a checkpoint has rewound the WAL, this connection's next commit cuts the file back to this size.
+    database.pragma('journal_size_limit = 67108864'); // 64 MiB, the checkpointer's default walLimitBytes
     checkpointer = new Worker(new URL('../queue/sqlite-checkpointer.ts', import.meta.url), {
       workerData: { path, intervalMs: CHECKPOINT_INTERVAL_MS },
     });

@@ -12,7 +12,9 @@
  *
  * Memory mode: one subscriber whose endpoint is down (a closed port: every attempt is refused and retried later),
  * `--events` webhooks sent as fast as the receiver takes them; samples the serve process's RSS and reports the peak
- * and the RSS growth per 10,000 undelivered deliveries. Payloads stay in the store, so it should stay flat.
+ * and the RSS growth per 10,000 undelivered deliveries. Payloads stay in the store, so it should stay flat. With
+ * `--split` the receiver and the worker run as two processes on the same SQLite files (as `receiver` and `worker`
+ * would in a pod each) and the worker's RSS is the one sampled.
  *
  * Only 127.0.0.1; every run is bounded and kills its children by PID.
  */
@@ -41,6 +43,7 @@ const { values: args } = parseArgs({
     events: { type: 'string', default: '100000' },
     'drain-timeout': { type: 'string', default: '120' },
     'cpu-prof': { type: 'string' },
+    split: { type: 'boolean', default: false },
   },
   strict: true,
 });
@@ -71,12 +74,14 @@ const quantile = (sorted: number[], q: number) => sorted[Math.min(sorted.length 
 interface Setup {
   dir: string;
   router: ChildProcess;
+  /** With --split: the receiver; `router` is then the worker. */
+  receiver: ChildProcess | undefined;
   sink: ChildProcess | undefined;
   webhooks: number;
   subscriberIds: string[];
 }
 
-async function setup(subscribers: number, sinkPort: number | undefined): Promise<Setup> {
+async function setup(subscribers: number, sinkPort: number | undefined, split = false): Promise<Setup> {
   const dir = mkdtempSync(join(tmpdir(), 'wr-bench-e2e-'));
   const [webhooks, api, management] = [await freePort(), await freePort(), await freePort()];
   const deadPort = sinkPort ?? (await freePort()); // memory mode: nothing listens there
@@ -120,27 +125,46 @@ async function setup(subscribers: number, sinkPort: number | undefined): Promise
   await store.close();
 
   const prof = args['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', args['cpu-prof']] : [];
-  const router = spawn(process.execPath, [...prof, join(ROOT, 'src/main.ts'), 'serve', '--config', join(dir, 'router.json')], {
-    stdio: ['ignore', 'ignore', 'inherit'],
-    env: { PATH: process.env.PATH ?? '' },
-  });
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    try {
-      const r = await fetch(`http://127.0.0.1:${management}/readyz`);
-      if (r.status === 200) break;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error('router did not become ready');
-    await new Promise((r) => setTimeout(r, 100));
+  const start = (role: string, configFile: string) =>
+    spawn(process.execPath, [...prof, join(ROOT, 'src/main.ts'), role, '--config', configFile], {
+      stdio: ['ignore', 'ignore', 'inherit'],
+      env: { PATH: process.env.PATH ?? '' },
+    });
+  let router: ChildProcess;
+  let receiver: ChildProcess | undefined;
+  const ready = [management];
+  if (split) {
+    // Two processes, two management ports; the receiver's is the one in router.json.
+    const workerManagement = await freePort();
+    writeFileSync(join(dir, 'worker.json'), JSON.stringify({ ...raw, listen: { ...raw.listen, management: workerManagement } }));
+    receiver = start('receiver', join(dir, 'router.json'));
+    router = start('worker', join(dir, 'worker.json'));
+    ready.push(workerManagement);
+  } else {
+    router = start('serve', join(dir, 'router.json'));
   }
-  return { dir, router, sink: undefined, webhooks, subscriberIds };
+  const deadline = Date.now() + 20_000;
+  for (const port of ready) {
+    for (;;) {
+      try {
+        const r = await fetch(`http://127.0.0.1:${port}/readyz`);
+        if (r.status === 200) break;
+      } catch {
+        // not listening yet
+      }
+      if (Date.now() > deadline) throw new Error('router did not become ready');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  return { dir, router, receiver, sink: undefined, webhooks, subscriberIds };
 }
 
 async function teardown(s: Setup): Promise<void> {
-  s.router.kill('SIGTERM');
-  await new Promise((r) => s.router.once('exit', r));
+  for (const child of [s.router, s.receiver]) {
+    if (!child) continue;
+    child.kill('SIGTERM');
+    await new Promise((r) => child.once('exit', r));
+  }
   if (s.sink) s.sink.send('stop');
   rmSync(s.dir, { recursive: true, force: true });
 }
@@ -235,7 +259,7 @@ async function throughputRun(subscribers: number) {
 }
 
 async function memoryRun() {
-  const s = await setup(1, undefined);
+  const s = await setup(1, undefined, args.split);
   const pid = s.router.pid as number;
   try {
     const base = rssMb(pid);
@@ -268,7 +292,7 @@ if (args.memory) {
   const r = await memoryRun();
   process.stdout.write(`${JSON.stringify(r)}\n`);
   process.stdout.write(
-    `| down subscriber, ${r.events} events | RSS ${r.rssBaseMb.toFixed(0)} MB → peak ${r.rssPeakMb.toFixed(0)} MB, end ${r.rssEndMb.toFixed(0)} MB | ${r.mbPer10kInFlight.toFixed(1)} MB per 10k undelivered |\n`,
+    `| down subscriber, ${r.events} events, ${args.split ? 'worker process' : 'serve process'} | RSS ${r.rssBaseMb.toFixed(0)} MB → peak ${r.rssPeakMb.toFixed(0)} MB, end ${r.rssEndMb.toFixed(0)} MB | ${r.mbPer10kInFlight.toFixed(1)} MB per 10k undelivered |\n`,
   );
 } else {
   const runs = [];

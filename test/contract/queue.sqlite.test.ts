@@ -6,10 +6,12 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { Worker } from 'node:worker_threads';
+import Database from 'better-sqlite3';
 import type { QueueAdapter } from '../../adapters/queue/port.ts';
 import { createSqliteQueue } from '../../adapters/queue/sqlite.ts';
 import { Queue } from '../../config/schema.ts';
@@ -87,5 +89,45 @@ describe('sqlite queue specifics', () => {
     const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
     assert.equal(stdout, 'closed\n', `close() never resolved; the process exited with code ${code}: ${stderr.trim()}`);
     assert.equal(code, 0);
+  });
+
+  test('the checkpointer keeps the WAL bounded under a write load that never pauses', { timeout: 30_000 }, async () => {
+    // A PASSIVE checkpoint alone never lets SQLite rewind the WAL while commits keep coming; the checkpointer must.
+    const path = join(scratch, 'wal-bound.db');
+    const db = new Database(path);
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = FULL');
+    db.pragma('wal_autocheckpoint = 0');
+    db.pragma('busy_timeout = 5000');
+    const limit = 2 * 1024 * 1024;
+    db.pragma(`journal_size_limit = ${limit}`); // as the queue's and the store's writer connections set it
+    db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB NOT NULL)');
+    const checkpointer = new Worker(new URL('../../adapters/queue/sqlite-checkpointer.ts', import.meta.url), {
+      workerData: { path, intervalMs: 20, walLimitBytes: limit },
+    });
+    const insert = db.prepare('INSERT INTO t (body) VALUES (?)');
+    const commit = db.transaction((rows: number) => {
+      for (let i = 0; i < rows; i++) insert.run(Buffer.alloc(8_192, i));
+    });
+    const walBytes = () => statSync(`${path}-wal`, { throwIfNoEntry: false })?.size ?? 0;
+    let peak = 0;
+    let written = 0;
+    try {
+      const until = Date.now() + 2_000;
+      while (Date.now() < until) {
+        commit(16); // 128 KiB per commit, one commit per turn of the event loop
+        written += 16 * 8_192;
+        peak = Math.max(peak, walBytes());
+        await new Promise((r) => setImmediate(r));
+      }
+    } finally {
+      const exited = new Promise((r) => checkpointer.once('exit', r));
+      checkpointer.postMessage('stop');
+      await exited;
+      db.close();
+    }
+    assert.ok(written > 10 * limit, `only ${written} bytes written; the load was too light to tell`);
+    // Never rewound, the WAL would be as large as everything written; rewound, it stays a fraction of it.
+    assert.ok(peak < written / 4, `the WAL reached ${peak} bytes after ${written} bytes written (limit ${limit})`);
   });
 });
