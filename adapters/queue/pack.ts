@@ -11,7 +11,8 @@ export interface Packed {
 export function pack(parts: readonly Uint8Array[]): Packed {
   let total = 0;
   for (const p of parts) total += p.byteLength;
-  const out = new Uint8Array(total);
+  // allocUnsafeSlow: never from the shared pool, and not zero-filled (every byte is written below).
+  const out = Buffer.allocUnsafeSlow(total);
   const places: { offset: number; length: number }[] = [];
   let offset = 0;
   for (const p of parts) {
@@ -19,5 +20,5 @@ export function pack(parts: readonly Uint8Array[]): Packed {
     places.push({ offset, length: p.byteLength });
     offset += p.byteLength;
   }
-  return { buffer: out.buffer, places };
+  return { buffer: out.buffer as ArrayBuffer, places };
 }
