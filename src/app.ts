@@ -21,7 +21,6 @@ import { createEgressPolicy, type LookupAll } from '../transports/https/index.ts
 import { createSenderFor } from '../transports/index.ts';
 import type { SenderDeps } from '../transports/port.ts';
 import type { Config } from '../config/schema.ts';
-import { createApi } from './api/app.ts';
 import { RouterError } from './errors.ts';
 import type { Logger } from './logger.ts';
 import { createManagementHandler } from './management.ts';
@@ -54,18 +53,18 @@ export interface AppDeps {
   readonly lookup?: LookupAll;
 }
 
-export function buildApp(config: Readonly<Config>, deps: AppDeps): App {
+export async function buildApp(config: Readonly<Config>, deps: AppDeps): Promise<App> {
   const logger = deps.logger;
   const metrics = createMetrics();
   const needsQueue = deps.roles.includes('receiver') || deps.roles.includes('worker');
-  const queue = needsQueue ? createQueue(config.queue, { logger: logger.child({ component: 'queue' }) }) : undefined;
+  const queue = needsQueue ? await createQueue(config.queue, { logger: logger.child({ component: 'queue' }) }) : undefined;
   let draining = false;
   const servers: { name: string; server: Server; port: number }[] = [];
   const ports: App['ports'] = {};
 
   if (deps.roles.includes('api')) assertApiConfigured(config);
   const needsStore = deps.roles.includes('worker') || deps.roles.includes('api');
-  const store = needsStore ? withSecretEncryption(createStore(config.store), createKeyring(config.secrets)) : undefined;
+  const store = needsStore ? withSecretEncryption(await createStore(config.store), createKeyring(config.secrets)) : undefined;
   const egress = createEgressPolicy(config.egress.allow);
   const senderDeps: SenderDeps = {
     logger: logger.child({ component: 'sender' }),
@@ -88,7 +87,8 @@ export function buildApp(config: Readonly<Config>, deps: AppDeps): App {
     });
   const api =
     store && deps.roles.includes('api')
-      ? createApi({ store, config, senderDeps, logger: logger.child({ component: 'api' }), metrics, draining: () => draining })
+      ? // express and the API's schemas load only where the API runs.
+        (await import('./api/app.ts')).createApi({ store, config, senderDeps, logger: logger.child({ component: 'api' }), metrics, draining: () => draining })
       : undefined;
 
   const management = createServer(

@@ -58,7 +58,7 @@ export function buildCli(io: CliIo): Command {
     const logger = createLogger(config.log);
     let app: App;
     try {
-      app = buildApp(config, { logger, roles, migrate });
+      app = await buildApp(config, { logger, roles, migrate });
     } catch (err) {
       if (!isRouterError(err)) throw err;
       io.stderr(`${err.code}: ${err.message}\n`);
@@ -120,7 +120,7 @@ export function buildCli(io: CliIo): Command {
     .action(async () => {
       const config = load();
       if (!config) return;
-      const store = createStore(config.store);
+      const store = await createStore(config.store);
       try {
         await store.connect();
         const before = await store.schemaStatus();
@@ -139,7 +139,7 @@ export function buildCli(io: CliIo): Command {
   const withStore = async (fn: (store: Store, config: Readonly<Config>) => Promise<void>) => {
     const config = load();
     if (!config) return;
-    const store = createStore(config.store);
+    const store = await createStore(config.store);
     try {
       await store.connect();
       const status = await store.schemaStatus();

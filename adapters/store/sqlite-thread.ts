@@ -4,10 +4,9 @@
  * their fsync included, before the next message is taken (better-sqlite3 is synchronous, so Kysely's awaits are
  * only microtasks), and is answered with its result or its error.
  *
- * WAL checkpoints run on a second thread with their own connection (the queue's checkpointer): automatic
- * checkpoints on this connection would stall every store call behind a copy of the WAL into the database file.
+ * WAL checkpoints run here too, on a timer between calls (see checkpoint()).
  */
-import { parentPort, Worker, workerData } from 'node:worker_threads';
+import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { Kysely, type SqliteDatabase, SqliteDialect, type SqliteStatement, sql } from 'kysely';
 import { RouterError } from '../../src/errors.ts';
@@ -29,12 +28,13 @@ export interface ThreadError {
 
 /** As the queue's default: short, so that each checkpoint's fsync of the database file stays small. */
 const CHECKPOINT_INTERVAL_MS = 50;
+const WAL_LIMIT_BYTES = 64 * 1024 * 1024;
 
 const { path } = workerData as { path: string };
 const port = parentPort;
 if (!port) throw new Error('sqlite-thread.ts runs only as a worker thread');
 
-let checkpointer: Worker | undefined;
+let checkpoints: NodeJS.Timeout | undefined;
 const open = async (): Promise<SqliteDatabase> => {
   try {
     const database = new Database(path);
@@ -43,16 +43,29 @@ const open = async (): Promise<SqliteDatabase> => {
     // FULL: an ingest commit must be durable before the queue message it came from is acked.
     database.pragma('synchronous = FULL');
     database.pragma('wal_autocheckpoint = 0');
-    // When a checkpoint has rewound the WAL, this connection's next commit cuts the file back to this size.
-    database.pragma('journal_size_limit = 67108864'); // 64 MiB, the checkpointer's default walLimitBytes
-    checkpointer = new Worker(new URL('../queue/sqlite-checkpointer.ts', import.meta.url), {
-      workerData: { path, intervalMs: CHECKPOINT_INTERVAL_MS },
-    });
+    // When a checkpoint has rewound the WAL, the next commit cuts the file back to this size.
+    database.pragma(`journal_size_limit = ${WAL_LIMIT_BYTES}`);
+    checkpoints = setInterval(() => checkpoint(database), CHECKPOINT_INTERVAL_MS);
     return withStatementCache(database);
   } catch (err) {
     throw new RouterError('ROUTER_ERR_STORE_UNAVAILABLE', `cannot open sqlite store at ${path}`, { cause: err });
   }
 };
+/**
+ * Checkpoints run here, on the writing connection, between store calls (a timer callback never lands inside a
+ * call's transaction: a call runs to its end in one macrotask). Nothing is appended while it copies, so every
+ * checkpoint completes and the next commit rewinds the WAL: it stays at about one interval of writes. The queue
+ * checkpoints from a thread of its own instead (sqlite-checkpointer.ts), because its commits are what a webhook
+ * sender waits for; store calls are not.
+ */
+function checkpoint(database: Database.Database): void {
+  try {
+    database.pragma('wal_checkpoint(PASSIVE)');
+  } catch {
+    // SQLITE_BUSY (another process on the file, the `dlq` CLI): the next tick tries again.
+  }
+}
+
 /** Past this many cached statements the cache starts over (multi-row statements come in many lengths). */
 const STATEMENT_CACHE_MAX = 500;
 
@@ -107,12 +120,10 @@ const store = createSqlStore({
       }
     }),
   close: async () => {
+    clearInterval(checkpoints);
+    // A last checkpoint leaves a small WAL behind (SQLite's own close also checkpoints when it is the last connection).
+    await sql`PRAGMA wal_checkpoint(TRUNCATE)`.execute(db).catch(() => {});
     await db.destroy();
-    const worker = checkpointer;
-    if (!worker) return;
-    const exited = new Promise((resolve) => worker.once('exit', resolve));
-    worker.postMessage('stop'); // a last checkpoint, then it exits
-    await exited;
   },
 });
 

@@ -20,6 +20,7 @@ export interface SubscriberSnapshot {
 export function createSubscriberCache(store: Pick<Store, 'allSubscribers' | 'subscribersVersion'>, refreshMs: number) {
   let version: string | undefined;
   let snapshot: SubscriberSnapshot = { all: [], byId: new Map() };
+  /** When the snapshot was last confirmed current; set only once a load has finished (see get()). */
   let checkedAt = Number.NEGATIVE_INFINITY;
   /**
    * Bumped by invalidate(). A load started before the bump may have read the old rows: it is not shared with callers
@@ -31,27 +32,33 @@ export function createSubscriberCache(store: Pick<Store, 'allSubscribers' | 'sub
 
   async function load(gen: number): Promise<SubscriberSnapshot> {
     const current = await store.subscribersVersion();
-    if (gen < applied) return snapshot;
-    checkedAt = Date.now();
     if (current !== version) {
       const all = (await store.allSubscribers()).map((subscriber) => ({ subscriber, filter: compileFilter(subscriber.filter) }));
       if (gen < applied) return snapshot;
       snapshot = { all, byId: new Map(all.map((c) => [c.subscriber.id, c])) };
       version = current;
     }
+    if (gen < applied) return snapshot;
     applied = gen;
+    checkedAt = Date.now();
     return snapshot;
   }
 
   return {
-    /** Throws when the store cannot be read (the caller treats that as our fault). */
+    /**
+     * The current snapshot. While a load runs, callers wait for it rather than take the previous snapshot: at start
+     * that one is empty, and an event matched against it would get no deliveries at all. Throws when the store
+     * cannot be read (the caller treats that as our fault).
+     */
     get(): Promise<SubscriberSnapshot> {
       if (Date.now() - checkedAt < refreshMs) return Promise.resolve(snapshot);
       if (loading?.generation === generation) return loading.promise;
       const entry = { generation, promise: load(generation) };
-      entry.promise.finally(() => {
-        if (loading === entry) loading = undefined;
-      }).catch(() => {});
+      entry.promise
+        .finally(() => {
+          if (loading === entry) loading = undefined;
+        })
+        .catch(() => {});
       loading = entry;
       return entry.promise;
     },

@@ -72,7 +72,7 @@ before(async () => {
     log: { level: 'debug' },
     shutdownGraceMs: 1_000,
   });
-  app = buildApp(config, { logger: logs.logger, roles: ['receiver', 'worker', 'api'], migrate: true, lookup: fakeLookup });
+  app = await buildApp(config, { logger: logs.logger, roles: ['receiver', 'worker', 'api'], migrate: true, lookup: fakeLookup });
   await app.start();
   apiUrl = `http://127.0.0.1:${app.ports.api}`;
   webhooksUrl = `http://127.0.0.1:${app.ports.webhooks}`;

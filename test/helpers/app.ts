@@ -73,7 +73,7 @@ export async function startApp(options: TestAppOptions = {}): Promise<TestApp> {
   const config = testConfig(options, dir);
   // TEST_LOG_LEVEL=debug shows the router's logs while debugging a test.
   const logger = createLogger({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
-  const app = buildApp(config, { logger, roles: ['receiver'] });
+  const app = await buildApp(config, { logger, roles: ['receiver'] });
   try {
     await app.start();
   } catch (err) {

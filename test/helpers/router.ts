@@ -164,7 +164,7 @@ export async function startRouter(options: RouterOptions = {}): Promise<TestRout
     await seedStore(config.store.path, initial);
     // TEST_LOG_LEVEL=debug shows the router's logs while debugging a test.
     const logger = createLogger({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
-    app = buildApp(config, { logger, roles: ['receiver', 'worker'], migrate: true });
+    app = await buildApp(config, { logger, roles: ['receiver', 'worker'], migrate: true });
     await app.start();
   } catch (err) {
     await app?.close().catch(() => {});
