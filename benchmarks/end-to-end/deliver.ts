@@ -128,9 +128,7 @@ async function setup(subscribers: number, sinkPort: number | undefined, split = 
   const start = (role: string, configFile: string) =>
     spawn(process.execPath, [...prof, join(ROOT, 'src/main.ts'), role, '--config', configFile], {
       stdio: ['ignore', 'ignore', 'inherit'],
-      // Nothing else of this shell's environment: ROUTER_* variables would change the configuration under test.
-      // MALLOC_ARENA_MAX passes through so the memory mode can measure the setting the deployment notes recommend.
-      env: { PATH: process.env.PATH ?? '', ...(process.env.MALLOC_ARENA_MAX ? { MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX } : {}) },
+      env: { PATH: process.env.PATH ?? '' },
     });
   let router: ChildProcess;
   let receiver: ChildProcess | undefined;
