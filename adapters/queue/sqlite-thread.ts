@@ -8,6 +8,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
+import { type Reply, replyError } from '../thread-link.ts';
 import { pack } from './pack.ts';
 
 type Settle =
@@ -40,9 +41,6 @@ export interface Claimed {
   readonly bodies: ArrayBuffer;
 }
 
-export type ThreadReply =
-  | { readonly id: number; readonly ok: true; readonly value: undefined | Claimed | boolean[] }
-  | { readonly id: number; readonly ok: false; readonly message: string };
 
 export interface ThreadOptions {
   readonly path: string;
@@ -67,21 +65,15 @@ const WAL_LIMIT_BYTES = 64 * 1024 * 1024; // the checkpointer's default walLimit
 const port = parentPort;
 if (!port) throw new Error('sqlite-thread.ts runs only as a worker thread');
 
-let db: Database.Database;
-try {
-  db = new Database(path);
-  db.pragma('busy_timeout = 5000'); // other processes sharing the file hold the write lock only briefly
-  db.pragma('journal_mode = WAL');
-  db.pragma(`synchronous = ${synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
-  db.pragma('wal_autocheckpoint = 0'); // checkpoints happen on the checkpointer thread
-  // When a checkpoint has rewound the WAL, this connection's next commit cuts the file back to this size.
-  db.pragma(`journal_size_limit = ${WAL_LIMIT_BYTES}`);
-  db.exec(SCHEMA);
-} catch (err) {
-  port.postMessage({ id: 0, ok: false, message: String((err as Error)?.message ?? err) } satisfies ThreadReply);
-  process.exit(0);
-}
-port.postMessage({ id: 0, ok: true, value: undefined } satisfies ThreadReply);
+// A failure to open ends the thread with that error; the main side's first request (a ping) learns it.
+const db = new Database(path);
+db.pragma('busy_timeout = 5000'); // other processes sharing the file hold the write lock only briefly
+db.pragma('journal_mode = WAL');
+db.pragma(`synchronous = ${synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
+db.pragma('wal_autocheckpoint = 0'); // checkpoints happen on the checkpointer thread
+// When a checkpoint has rewound the WAL, this connection's next commit cuts the file back to this size.
+db.pragma(`journal_size_limit = ${WAL_LIMIT_BYTES}`);
+db.exec(SCHEMA);
 
 const s = {
   insert: db.prepare('INSERT INTO queue_messages (key, body, visible_at, published_at) VALUES (?, ?, ?, ?)'),
@@ -138,7 +130,7 @@ function claim(lease: string, visibilityMs: number, max: number): Claimed {
 }
 
 port.on('message', (req: ThreadRequest) => {
-  let reply: ThreadReply;
+  let reply: Reply;
   try {
     switch (req.op) {
       case 'commit':
@@ -146,7 +138,7 @@ port.on('message', (req: ThreadRequest) => {
         break;
       case 'claim': {
         const claimed = claim(req.lease, req.visibilityMs, req.max);
-        port.postMessage({ id: req.id, ok: true, value: claimed } satisfies ThreadReply, [claimed.bodies]);
+        port.postMessage({ id: req.id, ok: true, value: claimed } satisfies Reply, [claimed.bodies]);
         return;
       }
       case 'ping':
@@ -155,12 +147,12 @@ port.on('message', (req: ThreadRequest) => {
         break;
       case 'close':
         db.close();
-        port.postMessage({ id: req.id, ok: true, value: undefined } satisfies ThreadReply);
+        port.postMessage({ id: req.id, ok: true, value: undefined } satisfies Reply);
         port.close();
         return;
     }
   } catch (err) {
-    reply = { id: req.id, ok: false, message: String((err as Error)?.message ?? err) };
+    reply = { id: req.id, ok: false, error: replyError(err) };
   }
   port.postMessage(reply);
 });

@@ -30,7 +30,8 @@ import { RouterError } from '../../src/errors.ts';
 import { type Logger, silentLogger } from '../../src/logger.ts';
 import type { QueueAdapter, QueueCapabilities, QueueConsumer, QueueDelivery, ReceiveOptions } from './port.ts';
 import { type Packed, pack } from './pack.ts';
-import type { Claimed, ClaimedRow, PostedWrite, ThreadOptions, ThreadReply, ThreadRequest, WriteOp } from './sqlite-thread.ts';
+import { ThreadLink } from '../thread-link.ts';
+import type { Claimed, ClaimedRow, PostedWrite, ThreadOptions, ThreadRequest, WriteOp } from './sqlite-thread.ts';
 import { Waiters } from './waiters.ts';
 
 export type SqliteQueueConfig = Extract<QueueConfig, { kind: 'sqlite' }>;
@@ -54,10 +55,7 @@ export function createSqliteQueue(config: SqliteQueueConfig, deps: { logger?: Lo
     durability: config.synchronous === 'full' ? 'power-loss' : 'process-crash',
   };
 
-  let thread: Worker | undefined;
-  let gone: RouterError | undefined;
-  const waiting = new Map<number, PromiseWithResolvers<unknown>>();
-  let nextId = 1;
+  let thread: ThreadLink | undefined;
   let checkpointer: Worker | undefined;
   let pending: PendingWrite[] = [];
   let flushTimer: NodeJS.Timeout | undefined;
@@ -71,24 +69,8 @@ export function createSqliteQueue(config: SqliteQueueConfig, deps: { logger?: Lo
   let leaseCounter = 0;
 
   function call<T>(request: Request, transfer: ArrayBuffer[] = []): Promise<T> {
-    const t = thread;
-    if (gone) return Promise.reject(gone);
-    if (!t) return Promise.reject(new RouterError('ROUTER_ERR_QUEUE_CLOSED', 'sqlite queue is not open'));
-    const id = nextId++;
-    const w = Promise.withResolvers<unknown>();
-    waiting.set(id, w);
-    // Idle, the thread must not keep the process alive; while a request is out, it must.
-    if (waiting.size === 1) t.ref();
-    t.postMessage({ ...request, id } as ThreadRequest, transfer);
-    return w.promise as Promise<T>;
-  }
-
-  function onReply(reply: ThreadReply): void {
-    const w = waiting.get(reply.id);
-    waiting.delete(reply.id);
-    if (waiting.size === 0) thread?.unref();
-    if (reply.ok) w?.resolve(reply.value);
-    else w?.reject(new Error(reply.message));
+    if (!thread) return Promise.reject(new RouterError('ROUTER_ERR_QUEUE_CLOSED', 'sqlite queue is not open'));
+    return thread.call<T>(request, transfer);
   }
 
   function requireOpen(): void {
@@ -193,24 +175,15 @@ export function createSqliteQueue(config: SqliteQueueConfig, deps: { logger?: Lo
 
   async function open(): Promise<void> {
     mkdirSync(dirname(config.path), { recursive: true });
-    const t = new Worker(new URL('./sqlite-thread.ts', import.meta.url), {
+    const worker = new Worker(new URL('./sqlite-thread.ts', import.meta.url), {
       workerData: { path: config.path, synchronous: config.synchronous } satisfies ThreadOptions,
     });
-    const first = await new Promise<ThreadReply>((resolve, reject) => {
-      t.once('message', resolve);
-      t.once('error', reject);
+    const link = new ThreadLink(worker, {
+      toError: (e) => new Error(e.message),
+      gone: (cause) => new RouterError('ROUTER_ERR_QUEUE_UNAVAILABLE', `sqlite queue thread stopped: ${cause.message}`, { cause }),
     });
-    if (!first.ok) throw new Error(first.message);
-    t.on('message', onReply);
-    const fail = (err: Error) => {
-      gone ??= new RouterError('ROUTER_ERR_QUEUE_UNAVAILABLE', `sqlite queue thread stopped: ${err.message}`, { cause: err });
-      for (const w of waiting.values()) w.reject(gone);
-      waiting.clear();
-    };
-    t.on('error', fail);
-    t.on('exit', (code) => fail(new Error(`exit code ${code}`)));
-    t.unref();
-    thread = t;
+    await link.call({ op: 'ping' } satisfies Request); // the thread opened the file, or it is gone saying why
+    thread = link;
   }
 
   return {
@@ -269,13 +242,7 @@ export function createSqliteQueue(config: SqliteQueueConfig, deps: { logger?: Lo
           worker.postMessage('stop');
           await done;
         }
-        const t = thread;
-        if (t && !gone) {
-          const exited = new Promise((resolve) => t.once('exit', resolve));
-          await call({ op: 'close' });
-          t.ref(); // the reply unref'd it; the process must live until the thread is gone
-          await exited;
-        }
+        await thread?.close({ op: 'close' } satisfies Request);
         thread = undefined;
       })();
       return closing;

@@ -10,21 +10,13 @@ import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { Kysely, type SqliteDatabase, SqliteDialect, type SqliteStatement, sql } from 'kysely';
 import { RouterError } from '../../src/errors.ts';
+import { type Reply, type ReplyError, replyError } from '../thread-link.ts';
 import type { Store } from './port.ts';
 import { sqliteWords } from './sql/migrations.ts';
 import { createSqlStore } from './sql/store.ts';
 
 export type StoreMethod = Exclude<keyof Store, 'kind'>;
 export type ThreadRequest = { readonly id: number; readonly method: StoreMethod; readonly args: readonly unknown[] };
-export type ThreadReply =
-  | { readonly id: number; readonly ok: true; readonly value: unknown }
-  | { readonly id: number; readonly ok: false; readonly error: ThreadError };
-export interface ThreadError {
-  readonly message: string;
-  /** A RouterError code, or SQLite's (`SQLITE_BUSY` …). */
-  readonly code: string | undefined;
-  readonly routerError: boolean;
-}
 
 /** As the queue's default: short, so that each checkpoint's fsync of the database file stays small. */
 const CHECKPOINT_INTERVAL_MS = 50;
@@ -128,7 +120,7 @@ const store = createSqlStore({
 });
 
 port.on('message', async ({ id, method, args }: ThreadRequest) => {
-  let reply: ThreadReply;
+  let reply: Reply;
   try {
     const fn = store[method] as (...a: readonly unknown[]) => Promise<unknown>;
     reply = { id, ok: true, value: await fn(...args) };
@@ -139,10 +131,10 @@ port.on('message', async ({ id, method, args }: ThreadRequest) => {
   if (method === 'close' && reply.ok) port.close();
 });
 
-function describe(err: unknown): ThreadError {
-  const e = err as { message?: unknown; code?: unknown; cause?: { message?: unknown } };
-  const routerError = err instanceof RouterError;
+function describe(err: unknown): ReplyError {
   // A RouterError's own message names the operation; its cause says what SQLite said.
-  const cause = routerError && e.cause?.message !== undefined ? `: ${String(e.cause.message)}` : '';
-  return { message: `${String(e?.message ?? err)}${cause}`, code: typeof e?.code === 'string' ? e.code : undefined, routerError };
+  const cause = (err as { cause?: { message?: unknown } })?.cause?.message;
+  const routerError = err instanceof RouterError;
+  const e = replyError(err, routerError);
+  return routerError && cause !== undefined ? { ...e, message: `${e.message}: ${String(cause)}` } : e;
 }

@@ -13,7 +13,8 @@ import { Worker } from 'node:worker_threads';
 import type { StoreConfig } from '../../config/schema.ts';
 import { type RouterErrorCode, RouterError } from '../../src/errors.ts';
 import type { Store } from './port.ts';
-import type { StoreMethod, ThreadError, ThreadReply, ThreadRequest } from './sqlite-thread.ts';
+import { type ReplyError, ThreadLink } from '../thread-link.ts';
+import type { StoreMethod, ThreadRequest } from './sqlite-thread.ts';
 
 export type SqliteStoreConfig = Extract<StoreConfig, { kind: 'sqlite' }>;
 
@@ -29,70 +30,39 @@ const methods = [
 const allMethods: Exclude<StoreMethod, (typeof methods)[number]> extends never ? true : never = true;
 
 export function createSqliteStore(config: SqliteStoreConfig): Store {
-  let thread: Worker | undefined;
-  let gone: Error | undefined;
+  let link: ThreadLink | undefined;
   let closed: Promise<void> | undefined;
-  const waiting = new Map<number, PromiseWithResolvers<unknown>>();
-  let nextId = 1;
 
   // Started by the first call (connect()), never in this factory.
-  function start(): Worker {
-    if (thread) return thread;
+  function start(): ThreadLink {
+    if (link) return link;
     mkdirSync(dirname(config.path), { recursive: true });
-    const t = new Worker(new URL('./sqlite-thread.ts', import.meta.url), { workerData: { path: config.path } });
-    t.on('message', (reply: ThreadReply) => {
-      const w = waiting.get(reply.id);
-      waiting.delete(reply.id);
-      if (waiting.size === 0) t.unref();
-      if (reply.ok) w?.resolve(reply.value);
-      else w?.reject(threadError(reply.error));
+    link = new ThreadLink(new Worker(new URL('./sqlite-thread.ts', import.meta.url), { workerData: { path: config.path } }), {
+      toError: threadError,
+      gone: (cause) => new RouterError('ROUTER_ERR_STORE_UNAVAILABLE', `sqlite store thread stopped: ${cause.message}`, { cause }),
     });
-    const fail = (err: Error) => {
-      gone ??= new RouterError('ROUTER_ERR_STORE_UNAVAILABLE', `sqlite store thread stopped: ${err.message}`, { cause: err });
-      for (const w of waiting.values()) w.reject(gone);
-      waiting.clear();
-    };
-    t.on('error', fail);
-    t.on('exit', (code) => fail(new Error(`exit code ${code}`)));
-    // Idle, the thread must not keep the process alive; while a call is out, it must.
-    t.unref();
-    thread = t;
-    return t;
+    return link;
   }
 
   function call(method: StoreMethod, args: unknown[]): Promise<unknown> {
-    if (gone) return Promise.reject(gone);
-    let t: Worker;
+    let l: ThreadLink;
     try {
-      t = start();
+      l = start();
     } catch (err) {
       return Promise.reject(new RouterError('ROUTER_ERR_STORE_UNAVAILABLE', `cannot open sqlite store at ${config.path}`, { cause: err }));
     }
-    const id = nextId++;
-    const w = Promise.withResolvers<unknown>();
-    waiting.set(id, w);
-    if (waiting.size === 1) t.ref();
-    t.postMessage({ id, method, args } satisfies ThreadRequest);
-    return w.promise;
+    return l.call({ method, args } satisfies Omit<ThreadRequest, 'id'>);
   }
 
   const store = { kind: 'sqlite' } as Record<string, unknown>;
   for (const m of methods) store[m] = (...args: unknown[]) => call(m, args);
-  store.close = () =>
-    (closed ??= (async () => {
-      if (!thread || gone) return;
-      const t = thread;
-      const exited = new Promise((resolve) => t.once('exit', resolve));
-      await call('close', []);
-      t.ref(); // the reply unref'd it; the process must live until the thread is gone
-      await exited;
-    })());
+  store.close = () => (closed ??= link ? link.close({ method: 'close', args: [] } satisfies Omit<ThreadRequest, 'id'>) : Promise.resolve());
   void allMethods;
   return store as unknown as Store;
 }
 
 /** Errors cross the thread as data; RouterErrors come back as RouterErrors, with the same code. */
-function threadError(e: ThreadError): Error {
+function threadError(e: ReplyError): Error {
   if (e.routerError && e.code) return new RouterError(e.code as RouterErrorCode, e.message);
   return Object.assign(new Error(e.message), e.code ? { code: e.code } : {});
 }
