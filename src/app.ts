@@ -21,6 +21,7 @@ import { createEgressPolicy, type LookupAll } from '../transports/https/index.ts
 import { createSenderFor } from '../transports/index.ts';
 import type { SenderDeps } from '../transports/port.ts';
 import type { Config } from '../config/schema.ts';
+import { answerClientErrors } from './client-errors.ts';
 import { RouterError } from './errors.ts';
 import type { Logger } from './logger.ts';
 import { createManagementHandler } from './management.ts';
@@ -127,6 +128,8 @@ export async function buildApp(config: Readonly<Config>, deps: AppDeps): Promise
     const server = createServer({ keepAliveTimeout: 65_000, headersTimeout: 10_000, requestTimeout: 130_000 }, api.handler);
     servers.push({ name: 'api', server, port: config.listen.api });
   }
+  answerClientErrors(management);
+  for (const { server } of servers) answerClientErrors(server);
 
   let closing: Promise<void> | undefined;
 

@@ -31,7 +31,7 @@ export const errorCodes = {
   ROUTER_ERR_UNAUTHORIZED: 'The API request has no bearer token, or one that matches no configured token.',
   ROUTER_ERR_FORBIDDEN: "The API token is valid but lacks the route's scope.",
   ROUTER_ERR_NOT_FOUND: 'No such route, or no such subscriber, delivery, dead letter or event.',
-  ROUTER_ERR_BAD_REQUEST: 'A query or path parameter of an API request is invalid.',
+  ROUTER_ERR_BAD_REQUEST: 'A query or path parameter of an API request is invalid, or a request head could not be parsed.',
   ROUTER_ERR_VALIDATION: 'An API request body failed validation (including the transport config and its SSRF check).',
   ROUTER_ERR_CONFLICT: 'The API request conflicts with the current state (a concurrent change, a delivery in flight).',
   ROUTER_ERR_PRECONDITION_FAILED: "If-Match names a version other than the subscriber's current one.",

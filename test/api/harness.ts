@@ -17,6 +17,7 @@ import type { z } from 'zod';
 import { deliveryIdFor } from '../../adapters/store/ids.ts';
 import type { AttemptRecord, EventRecord, NewDelivery, NextState, Store } from '../../adapters/store/port.ts';
 import { createPostgresStore } from '../../adapters/store/postgres.ts';
+import { answerClientErrors } from '../../src/client-errors.ts';
 import { createSqliteStore } from '../../adapters/store/sqlite.ts';
 import { Config } from '../../config/schema.ts';
 import { type Api, createApi } from '../../src/api/app.ts';
@@ -199,6 +200,7 @@ export async function startApi(harness: StoreHarness, options: ApiOptions = {}):
     checkResponses: true,
   });
   const server: Server = createServer(api.handler);
+  answerClientErrors(server); // as src/app.ts does for every listener
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;

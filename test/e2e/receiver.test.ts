@@ -474,6 +474,11 @@ describe('receiver over HTTP', () => {
       }
     });
 
+    test('a request head past 16 KiB → 431 with the JSON error body, nothing enqueued', async () => {
+      const answer = await send(t.url('github'), githubRequest({ secret: GH_SECRET, body, extra: { 'x-padding': 'p'.repeat(20_000) } }));
+      await assertRejected(answer, 431, 'ROUTER_ERR_BAD_REQUEST');
+    });
+
     test('GET (and other non-POST methods) → 405 with Allow: POST', async () => {
       for (const method of ['GET', 'PUT', 'DELETE', 'PATCH']) {
         const answer = await send(t.url('github'), { method, headers: {} });
