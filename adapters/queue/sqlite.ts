@@ -57,7 +57,7 @@ export function createSqliteQueue(config: SqliteQueueConfig, deps: { logger?: Lo
 
   let thread: ThreadLink | undefined;
   let checkpointer: Worker | undefined;
-  let pending: PendingWrite[] = [];
+  const pending: PendingWrite[] = [];
   let flushTimer: NodeJS.Timeout | undefined;
   /** The commit the thread is working on; writes arriving meanwhile wait for the next one. */
   let committing: Promise<void> | undefined;
@@ -82,8 +82,9 @@ export function createSqliteQueue(config: SqliteQueueConfig, deps: { logger?: Lo
     if (flushTimer) clearTimeout(flushTimer);
     flushTimer = undefined;
     if (committing || pending.length === 0) return;
-    const batch = pending;
-    pending = [];
+    // At most batchMaxItems per commit: writes pile up while the thread is slow, and one commit of all of them
+    // would pack every body into one buffer at once.
+    const batch = pending.splice(0, config.batchMaxItems);
     const packed = pack(batch.flatMap((p) => (p.write.op === 'publish' ? [p.write.body] : [])));
     let next = 0;
     const writes = batch.map(({ write: w }): PostedWrite => {
