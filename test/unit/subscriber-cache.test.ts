@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
 import { createSqliteStore } from '../../adapters/store/sqlite.ts';
 import type { Store } from '../../adapters/store/port.ts';
 import { createSubscriberCache } from '../../src/worker/subscriber-cache.ts';
@@ -43,14 +44,38 @@ describe('subscriber cache', () => {
     for (const ids of seen) assert.deepEqual(ids, ['sub_a']);
   });
 
-  test('after invalidate(), callers get what the store holds now, also while an older load is still running', async () => {
-    const cache = createSubscriberCache(store, 60_000);
-    const first = cache.get(); // a load that started before the change below
+  test('after invalidate(), callers get what the store holds now, not an older load still running, which never overwrites it', async () => {
+    // The first load reads the subscribers before the change below and is held back until the end, so it is the
+    // stale one and finishes last. Only the reading is held; the store is the real one.
+    const read = Promise.withResolvers<void>();
+    const release = Promise.withResolvers<void>();
+    let loads = 0;
+    let heldRows: string[] = [];
+    const held: Pick<Store, 'allSubscribers' | 'subscribersVersion'> = {
+      subscribersVersion: () => store.subscribersVersion(),
+      allSubscribers: async () => {
+        const rows = await store.allSubscribers();
+        if (++loads === 1) {
+          heldRows = rows.map((r) => r.id);
+          read.resolve();
+          await release.promise;
+        }
+        return rows;
+      },
+    };
+    const cache = createSubscriberCache(held, 60_000);
+    const stale = cache.get();
+    await read.promise;
     await store.createSubscriber(newSubscriber('sub_b'), T0);
     cache.invalidate();
-    const [, fresh, again] = await Promise.all([first, cache.get(), cache.get()]);
+    const waitedForStale = delay(2_000, undefined, { ref: false }).then(() => {
+      throw new Error('get() after invalidate() waited for the load that started before it');
+    });
+    const fresh = await Promise.race([cache.get(), waitedForStale]);
     assert.deepEqual(fresh.all.map((c) => c.subscriber.id).sort(), ['sub_a', 'sub_b']);
-    assert.deepEqual(again.all.map((c) => c.subscriber.id).sort(), ['sub_a', 'sub_b']);
+    release.resolve();
+    await stale;
+    assert.deepEqual(heldRows, ['sub_a'], 'the held load did read before the change');
     assert.deepEqual((await cache.get()).all.map((c) => c.subscriber.id).sort(), ['sub_a', 'sub_b'], 'the older load did not overwrite it');
   });
 });
