@@ -28,27 +28,13 @@ describe('subscriber cache', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  test('every caller during the first load waits for it: none gets the empty start-up snapshot', async () => {
-    const cache = createSubscriberCache(store, 60_000);
-    let done = false;
-    const calls: Promise<unknown>[] = [];
-    const seen: string[][] = [];
-    const first = cache.get().finally(() => (done = true));
-    // Ask again at every turn of the event loop until the first load is over, as the ingest loop and the dispatcher do.
-    while (!done) {
-      calls.push(cache.get().then((s) => seen.push(s.all.map((c) => c.subscriber.id))));
-      await new Promise((r) => setImmediate(r));
-    }
-    await Promise.all([first, ...calls]);
-    assert.ok(seen.length > 1, 'the load finished before a second caller came');
-    for (const ids of seen) assert.deepEqual(ids, ['sub_a']);
-  });
-
-  test('after invalidate(), callers get what the store holds now, not an older load still running, which never overwrites it', async () => {
-    // The first load reads the subscribers before the change below and is held back until the end, so it is the
-    // stale one and finishes last. Only the reading is held; the store is the real one.
+  /**
+   * The real store, with the first load's read of the subscribers held back until `release()`: the window in which
+   * other callers come while a load is running, made as wide as a test needs. Only the reading is held.
+   */
+  function holdFirstRead() {
     const read = Promise.withResolvers<void>();
-    const release = Promise.withResolvers<void>();
+    const released = Promise.withResolvers<void>();
     let loads = 0;
     let heldRows: string[] = [];
     const held: Pick<Store, 'allSubscribers' | 'subscribersVersion'> = {
@@ -58,14 +44,35 @@ describe('subscriber cache', () => {
         if (++loads === 1) {
           heldRows = rows.map((r) => r.id);
           read.resolve();
-          await release.promise;
+          await released.promise;
         }
         return rows;
       },
     };
-    const cache = createSubscriberCache(held, 60_000);
+    return { held, read: read.promise, release: () => released.resolve(), heldRows: () => heldRows };
+  }
+
+  test('every caller during the first load waits for it: none gets the empty start-up snapshot', async () => {
+    const h = holdFirstRead();
+    const cache = createSubscriberCache(h.held, 60_000);
+    const seen: string[][] = [];
+    const record = (p: Promise<{ all: readonly { subscriber: { id: string } }[] }>) => p.then((s) => seen.push(s.all.map((c) => c.subscriber.id)));
+    const first = record(cache.get());
+    await h.read; // the version is read, the subscribers are being read: the ingest loop and the dispatcher ask now
+    const during = [record(cache.get()), record(cache.get()), record(cache.get())];
+    h.release();
+    await Promise.all([first, ...during]);
+    assert.ok(seen.length > 1, 'no second caller came while the load ran');
+    for (const ids of seen) assert.deepEqual(ids, ['sub_a']);
+  });
+
+  test('after invalidate(), callers get what the store holds now, not an older load still running, which never overwrites it', async () => {
+    // The first load reads the subscribers before the change below and is held back until the end, so it is the
+    // stale one and finishes last.
+    const h = holdFirstRead();
+    const cache = createSubscriberCache(h.held, 60_000);
     const stale = cache.get();
-    await read.promise;
+    await h.read;
     await store.createSubscriber(newSubscriber('sub_b'), T0);
     cache.invalidate();
     const waitedForStale = delay(2_000, undefined, { ref: false }).then(() => {
@@ -73,9 +80,9 @@ describe('subscriber cache', () => {
     });
     const fresh = await Promise.race([cache.get(), waitedForStale]);
     assert.deepEqual(fresh.all.map((c) => c.subscriber.id).sort(), ['sub_a', 'sub_b']);
-    release.resolve();
+    h.release();
     await stale;
-    assert.deepEqual(heldRows, ['sub_a'], 'the held load did read before the change');
+    assert.deepEqual(h.heldRows(), ['sub_a'], 'the held load did read before the change');
     assert.deepEqual((await cache.get()).all.map((c) => c.subscriber.id).sort(), ['sub_a', 'sub_b'], 'the older load did not overwrite it');
   });
 });
