@@ -50,11 +50,6 @@ export class ThreadLink {
     worker.unref();
   }
 
-  /** Set once the thread has died or been closed. */
-  get gone(): Error | undefined {
-    return this.#gone;
-  }
-
   call<T>(request: object, transfer: readonly Transferable[] = []): Promise<T> {
     if (this.#gone) return Promise.reject(this.#gone);
     const id = this.#next++;

@@ -1,6 +1,7 @@
 /**
- * Worker thread that checkpoints a SQLite WAL from its own connection, so that the fsync-heavy copy into the main
- * database file never runs on the connection that commits (the queue's or the store's thread).
+ * Worker thread that checkpoints the SQLite queue's WAL from its own connection, so that the fsync-heavy copy into
+ * the database file never holds up the connection whose commits webhook senders wait for (sqlite-thread.ts). The
+ * store checkpoints on its own thread between calls instead (store/sqlite-thread.ts): nobody waits on those.
  *
  * Every tick a PASSIVE checkpoint copies what it can without blocking anyone. That alone never bounds the WAL under
  * a steady write load: SQLite rewinds the WAL only when a checkpoint has copied every frame and no frame was added
@@ -11,17 +12,24 @@
  * 60–200 ms at 9,000 publishes/s), and writers wait on their own threads (busy_timeout), never on an event loop.
  * On stop a TRUNCATE leaves a small WAL behind.
  */
-import { statSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 
-const { path, intervalMs, walLimitBytes = 64 * 1024 * 1024 } = workerData as { path: string; intervalMs: number; walLimitBytes?: number };
+export interface CheckpointerOptions {
+  readonly path: string;
+  readonly intervalMs: number;
+  /** Past this size the WAL is rewound (see above). */
+  readonly walLimitBytes: number;
+}
+
+const { path, intervalMs, walLimitBytes } = workerData as CheckpointerOptions;
 const db = new Database(path);
 db.pragma('busy_timeout = 5000');
 // After a checkpoint has reset the WAL, shrink the file back rather than keep its high-water size on disk.
 db.pragma(`journal_size_limit = ${walLimitBytes}`);
 
-const walBytes = () => statSync(`${path}-wal`, { throwIfNoEntry: false })?.size ?? 0;
+/** A WAL frame is a page plus its 24-byte header; what the WAL holds is what a checkpoint reports as `log`. */
+const frameBytes = (db.pragma('page_size', { simple: true }) as number) + 24;
 
 /** Frames a RESTART may still have to copy while writers wait: about 1 MiB at 4 KiB pages. */
 const SHORT_TAIL_FRAMES = 256;
@@ -56,7 +64,7 @@ function restart(): void {
 const timer = setInterval(() => {
   try {
     let r = passive();
-    if (walBytes() <= walLimitBytes) return;
+    if (r.log * frameBytes <= walLimitBytes) return;
     for (let pass = 1; r.log - r.checkpointed > SHORT_TAIL_FRAMES && pass < MAX_PASSES; pass++) r = passive();
     restart();
   } catch {

@@ -41,10 +41,11 @@ export interface Claimed {
   readonly bodies: ArrayBuffer;
 }
 
-
 export interface ThreadOptions {
   readonly path: string;
   readonly synchronous: 'full' | 'normal';
+  /** When a checkpoint has rewound the WAL, the next commit cuts the file back to this size. */
+  readonly walLimitBytes: number;
 }
 
 const SCHEMA = `
@@ -60,8 +61,7 @@ const SCHEMA = `
   CREATE INDEX IF NOT EXISTS queue_messages_visible ON queue_messages (visible_at, seq);
 `;
 
-const { path, synchronous } = workerData as ThreadOptions;
-const WAL_LIMIT_BYTES = 64 * 1024 * 1024; // the checkpointer's default walLimitBytes
+const { path, synchronous, walLimitBytes } = workerData as ThreadOptions;
 const port = parentPort;
 if (!port) throw new Error('sqlite-thread.ts runs only as a worker thread');
 
@@ -71,8 +71,7 @@ db.pragma('busy_timeout = 5000'); // other processes sharing the file hold the w
 db.pragma('journal_mode = WAL');
 db.pragma(`synchronous = ${synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
 db.pragma('wal_autocheckpoint = 0'); // checkpoints happen on the checkpointer thread
-// When a checkpoint has rewound the WAL, this connection's next commit cuts the file back to this size.
-db.pragma(`journal_size_limit = ${WAL_LIMIT_BYTES}`);
+db.pragma(`journal_size_limit = ${walLimitBytes}`);
 db.exec(SCHEMA);
 
 const s = {

@@ -4,11 +4,12 @@
  *
  * Writes (publishes and acks) go through a group commit: they gather for `batchWindowMs` (or until `batchMaxItems`)
  * and commit in one transaction, so one fsync confirms hundreds of publishes. One commit is in flight at a time;
- * what arrives meanwhile forms the next one. A publish resolves only after its commit. With `synchronous: full` that commit survives power loss; with `normal`, a process crash.
+ * what arrives meanwhile forms the next one. A publish resolves only after its commit. With `synchronous: full` that
+ * commit survives power loss; with `normal`, a process crash.
  *
- * SQLite's automatic WAL checkpoint runs on the committing connection, i.e. on our event loop, and measured at 30–50 %
- * of ingest throughput (shared/reference/performance.md). It is turned off here and a worker thread with its own
- * connection checkpoints instead (sqlite-checkpointer.ts).
+ * SQLite's automatic WAL checkpoint would run on the committing connection and hold every commit (measured at 30–50 %
+ * of ingest throughput, shared/reference/performance.md). It is turned off, and a second thread with its own
+ * connection checkpoints instead (sqlite-checkpointer.ts), keeping the WAL near `WAL_LIMIT_BYTES`.
  *
  * Message states, all in one row:
  *
@@ -30,6 +31,7 @@ import { RouterError } from '../../src/errors.ts';
 import { type Logger, silentLogger } from '../../src/logger.ts';
 import type { QueueAdapter, QueueCapabilities, QueueConsumer, QueueDelivery, ReceiveOptions } from './port.ts';
 import { type Packed, pack } from './pack.ts';
+import type { CheckpointerOptions } from './sqlite-checkpointer.ts';
 import { ThreadLink } from '../thread-link.ts';
 import type { Claimed, ClaimedRow, PostedWrite, ThreadOptions, ThreadRequest, WriteOp } from './sqlite-thread.ts';
 import { Waiters } from './waiters.ts';
@@ -41,6 +43,9 @@ interface PendingWrite {
   resolve: () => void;
   reject: (err: unknown) => void;
 }
+
+/** Where the checkpointer rewinds the WAL, and what the writing connection cuts the file back to afterwards. */
+const WAL_LIMIT_BYTES = 64 * 1024 * 1024; // 64 MiB
 
 type Request = ThreadRequest extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
 
@@ -94,7 +99,8 @@ export function createSqliteQueue(config: SqliteQueueConfig, deps: { logger?: Lo
     });
     committing = call<boolean[]>({ op: 'commit', writes, bodies: packed.buffer }, [packed.buffer]).then(
       (applied) => {
-        batch.forEach((p, i) => (applied[i] ? p.resolve() : p.reject(leaseLost(p.write))));
+        // Only a settle can fail to apply: its lease was taken over.
+        batch.forEach((p, i) => (applied[i] || p.write.op === 'publish' ? p.resolve() : p.reject(leaseLost(p.write.seq))));
         if (batch.some((p) => p.write.op === 'publish' || p.write.op === 'nack')) waiters.wakeAll();
       },
       (err: unknown) => {
@@ -177,7 +183,7 @@ export function createSqliteQueue(config: SqliteQueueConfig, deps: { logger?: Lo
   async function open(): Promise<void> {
     mkdirSync(dirname(config.path), { recursive: true });
     const worker = new Worker(new URL('./sqlite-thread.ts', import.meta.url), {
-      workerData: { path: config.path, synchronous: config.synchronous } satisfies ThreadOptions,
+      workerData: { path: config.path, synchronous: config.synchronous, walLimitBytes: WAL_LIMIT_BYTES } satisfies ThreadOptions,
     });
     const link = new ThreadLink(worker, {
       toError: (e) => new Error(e.message),
@@ -199,7 +205,7 @@ export function createSqliteQueue(config: SqliteQueueConfig, deps: { logger?: Lo
         throw new RouterError('ROUTER_ERR_QUEUE_UNAVAILABLE', `cannot open sqlite queue at ${config.path}`, { cause: err });
       }
       checkpointer = new Worker(new URL('./sqlite-checkpointer.ts', import.meta.url), {
-        workerData: { path: config.path, intervalMs: config.checkpointIntervalMs },
+        workerData: { path: config.path, intervalMs: config.checkpointIntervalMs, walLimitBytes: WAL_LIMIT_BYTES } satisfies CheckpointerOptions,
       });
       checkpointer.on('error', (err) => logger.error({ err }, 'sqlite queue checkpointer failed'));
       checkpointer.unref();
@@ -251,7 +257,6 @@ export function createSqliteQueue(config: SqliteQueueConfig, deps: { logger?: Lo
   };
 }
 
-function leaseLost(write: WriteOp): RouterError {
-  const seq = write.op === 'publish' ? '?' : write.seq;
+function leaseLost(seq: number): RouterError {
   return new RouterError('ROUTER_ERR_LEASE_LOST', `lease on message ${seq} expired and was taken over`);
 }

@@ -18,18 +18,15 @@ import type { StoreMethod, ThreadRequest } from './sqlite-thread.ts';
 
 export type SqliteStoreConfig = Extract<StoreConfig, { kind: 'sqlite' }>;
 
-/** Every method of the port; `satisfies` plus the check below make a missing one a compile error. */
-const methods = [
-  'connect', 'migrate', 'schemaStatus', 'ping', 'close',
-  'createSubscriber', 'getSubscriber', 'listSubscribers', 'allSubscribers', 'subscribersVersion', 'updateSubscriber', 'deleteSubscriber',
-  'ingest', 'claimDue', 'loadEvents', 'complete', 'release', 'deferSubscriber', 'deadLetterPending', 'requeue',
-  'getDelivery', 'listDeliveries', 'getEvent',
-  'recordPoison', 'listDeadLetters', 'getDeadLetter', 'replayDeadLetters', 'purgeDeadLetters',
-  'sweep',
-] as const satisfies readonly StoreMethod[];
-/** Names the port's methods missing from the list; the assignment below fails to compile unless there are none. */
-type Missing = Exclude<StoreMethod, (typeof methods)[number]>;
-const everyMethodListed: [Missing] extends [never] ? true : Missing = true;
+/** Every method of the port, forwarded as is; a record, so a method missing here is a compile error. */
+const methods = Object.keys({
+  connect: 1, migrate: 1, schemaStatus: 1, ping: 1, close: 1,
+  createSubscriber: 1, getSubscriber: 1, listSubscribers: 1, allSubscribers: 1, subscribersVersion: 1, updateSubscriber: 1, deleteSubscriber: 1,
+  ingest: 1, claimDue: 1, loadEvents: 1, complete: 1, release: 1, deferSubscriber: 1, deadLetterPending: 1, requeue: 1,
+  getDelivery: 1, listDeliveries: 1, getEvent: 1,
+  recordPoison: 1, listDeadLetters: 1, getDeadLetter: 1, replayDeadLetters: 1, purgeDeadLetters: 1,
+  sweep: 1,
+} satisfies Record<StoreMethod, 1>) as StoreMethod[];
 
 export function createSqliteStore(config: SqliteStoreConfig): Store {
   let link: ThreadLink | undefined;
