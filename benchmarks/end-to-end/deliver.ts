@@ -14,7 +14,8 @@
  * `--events` webhooks sent as fast as the receiver takes them; samples the serve process's RSS and reports the peak
  * and the RSS growth per 10,000 undelivered deliveries. Payloads stay in the store, so it should stay flat. With
  * `--split` the receiver and the worker run as two processes on the same SQLite files (as `receiver` and `worker`
- * would in a pod each) and the worker's RSS is the one sampled.
+ * would in a pod each) and the worker's RSS is the one sampled. `--node-options=…` becomes the router processes'
+ * NODE_OPTIONS (V8 flags for an A/B, e.g. `--node-options=--max-semi-space-size=8`).
  *
  * Only 127.0.0.1; every run is bounded and kills its children by PID.
  */
@@ -44,6 +45,7 @@ const { values: args } = parseArgs({
     'drain-timeout': { type: 'string', default: '120' },
     'cpu-prof': { type: 'string' },
     split: { type: 'boolean', default: false },
+    'node-options': { type: 'string', default: '' },
   },
   strict: true,
 });
@@ -128,7 +130,7 @@ async function setup(subscribers: number, sinkPort: number | undefined, split = 
   const start = (role: string, configFile: string) =>
     spawn(process.execPath, [...prof, join(ROOT, 'src/main.ts'), role, '--config', configFile], {
       stdio: ['ignore', 'ignore', 'inherit'],
-      env: { PATH: process.env.PATH ?? '' },
+      env: { PATH: process.env.PATH ?? '', NODE_OPTIONS: args['node-options'] },
     });
   let router: ChildProcess;
   let receiver: ChildProcess | undefined;
