@@ -1,4 +1,7 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=8
+// --max-semi-space-size=8: V8 otherwise grows the young generation to 64 MB under a worker's allocation rate and
+// keeps it, 48 MB of RSS that buys no measurable throughput here (benchmarks/RESULTS.md, memory). The same flag is in
+// package.json's start script; run `node --max-semi-space-size=8 src/main.ts <role>` where node is called directly.
 // The process boundary: the only module that reads process.env/argv, installs signal handlers or sets the exit code.
 import { readFileSync } from 'node:fs';
 import closeWithGrace from 'close-with-grace';

@@ -15,7 +15,7 @@
  * and the RSS growth per 10,000 undelivered deliveries. Payloads stay in the store, so it should stay flat. With
  * `--split` the receiver and the worker run as two processes on the same SQLite files (as `receiver` and `worker`
  * would in a pod each) and the worker's RSS is the one sampled. `--node-options=…` becomes the router processes'
- * NODE_OPTIONS (V8 flags for an A/B, e.g. `--node-options=--max-semi-space-size=8`).
+ * NODE_OPTIONS (more V8 flags for an A/B, e.g. `--node-options=--max-semi-space-size=32` for V8's default).
  *
  * Only 127.0.0.1; every run is bounded and kills its children by PID.
  */
@@ -128,7 +128,8 @@ async function setup(subscribers: number, sinkPort: number | undefined, split = 
 
   const prof = args['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', args['cpu-prof']] : [];
   const start = (role: string, configFile: string) =>
-    spawn(process.execPath, [...prof, join(ROOT, 'src/main.ts'), role, '--config', configFile], {
+    // The V8 flag of the bin's shebang and of `npm start`: the router as it ships.
+    spawn(process.execPath, [...prof, '--max-semi-space-size=8', join(ROOT, 'src/main.ts'), role, '--config', configFile], {
       stdio: ['ignore', 'ignore', 'inherit'],
       env: { PATH: process.env.PATH ?? '', NODE_OPTIONS: args['node-options'] },
     });
