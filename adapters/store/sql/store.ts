@@ -255,9 +255,10 @@ async function requeue(deliveryIds: readonly string[], now: number): Promise<num
       items.forEach((it, i) => {
         if (!first.has(it.event.id)) first.set(it.event.id, i);
       });
+      const firsts = items.filter((it, i) => first.get(it.event.id) === i);
       return transaction(async (q) => {
         const keyed = new Set<string>();
-        for (const part of chunks(items.filter((it, i) => first.get(it.event.id) === i))) {
+        for (const part of chunks(firsts)) {
           const keys = part.map(({ event: e }) => sql`(${e.id}, ${e.source}, ${e.dedupeKey}, ${dedupeUntil})`);
           const { rows } = await sql<{ event_id: string }>`
             INSERT INTO dedupe_keys (event_id, source, dedupe_key, expires_at) VALUES ${sql.join(keys)}
@@ -265,7 +266,8 @@ async function requeue(deliveryIds: readonly string[], now: number): Promise<num
           for (const r of rows) keyed.add(r.event_id);
         }
         const seqOf = new Map<string, number>();
-        for (const part of chunks(items.filter((it, i) => first.get(it.event.id) === i && keyed.has(it.event.id)))) {
+        const events = firsts.filter((it) => keyed.has(it.event.id));
+        for (const part of chunks(events)) {
           const values = part.map(
             ({ event: e }) =>
               sql`(${e.id}, ${e.source}, ${e.sourceKind}, ${e.dedupeKey}, ${e.receivedAt}, ${JSON.stringify(e.headers)}, ${JSON.stringify(e.routing)}, ${Buffer.from(e.body.buffer, e.body.byteOffset, e.body.byteLength)}, ${now})`,
@@ -275,10 +277,9 @@ async function requeue(deliveryIds: readonly string[], now: number): Promise<num
             VALUES ${sql.join(values)} ON CONFLICT (id) DO NOTHING RETURNING id, seq`.execute(q);
           for (const r of inserted.rows) seqOf.set(r.id, Number(r.seq));
         }
-        const fresh = new Set(seqOf.keys());
-        const deliveries = items.flatMap((it, i) => {
+        const deliveries = events.flatMap((it) => {
           const seq = seqOf.get(it.event.id);
-          if (seq === undefined || first.get(it.event.id) !== i) return [];
+          if (seq === undefined) return [];
           return it.deliveries.map(
             (d) => sql`(${d.id}, ${it.event.id}, ${seq}, ${d.subscriberId}, 'pending', 0, 1, ${now}, ${d.orderingKey ?? null}, ${now}, ${now})`,
           );
@@ -288,7 +289,7 @@ async function requeue(deliveryIds: readonly string[], now: number): Promise<num
             INSERT INTO deliveries (id, event_id, event_seq, subscriber_id, status, attempts, cycle, next_attempt_at, ordering_key, created_at, updated_at)
             VALUES ${sql.join(part)} ON CONFLICT (id) DO NOTHING`.execute(q);
         }
-        return items.map((it, i) => (fresh.has(it.event.id) && first.get(it.event.id) === i ? 'created' : 'duplicate'));
+        return items.map((it, i) => (seqOf.has(it.event.id) && first.get(it.event.id) === i ? 'created' : 'duplicate'));
       });
     },
 
