@@ -58,7 +58,10 @@ function checkpoint(database: Database.Database): void {
   }
 }
 
-/** Past this many cached statements the cache starts over (multi-row statements come in many lengths). */
+/**
+ * A guard: the store's lists are cut or padded to a few row counts (sql/store.ts, chunker()), so its texts number
+ * well under this and the cache is never cleared in steady state.
+ */
 const STATEMENT_CACHE_MAX = 500;
 
 /**

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { chunker } from '../../adapters/store/sql/store.ts';
+import { chunker, padToPowerOfTwo } from '../../adapters/store/sql/store.ts';
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
@@ -19,4 +19,11 @@ test('sqlite parts come from the 256…1 ladder, keep the order and drop nothing
 test('postgres parts are slices of 256, one round trip each', () => {
   assert.deepEqual(chunker('postgres')(range(600)).map((p) => p.length), [256, 256, 88]);
   assert.deepEqual(chunker('postgres')([]), []);
+});
+
+test('a NOT IN list is padded with its first item to a power of two, and an empty one stays empty', () => {
+  assert.deepEqual(padToPowerOfTwo([]), []);
+  assert.deepEqual(padToPowerOfTwo(['a']), ['a']);
+  assert.deepEqual(padToPowerOfTwo(['a', 'b', 'c']), ['a', 'b', 'c', 'a']);
+  assert.equal(padToPowerOfTwo(range(129)).length, 256);
 });

@@ -84,6 +84,16 @@ export function chunker(kind: SqlStoreOptions['kind']): <T>(items: readonly T[])
   };
 }
 
+/**
+ * A NOT IN list, which cannot be cut into parts, padded with its own first item to the next power of two: repeats
+ * change nothing in the list, and each statement again has only a few texts (see chunker()).
+ */
+export function padToPowerOfTwo<T>(items: readonly T[]): T[] {
+  const padded = [...items];
+  while (padded.length > 0 && (padded.length & (padded.length - 1)) !== 0) padded.push(items[0] as T);
+  return padded;
+}
+
 export function createSqlStore(options: SqlStoreOptions): Store {
   const { db, transaction, relaxed } = options;
   const chunks = chunker(options.kind);
@@ -294,7 +304,7 @@ async function requeue(deliveryIds: readonly string[], now: number): Promise<num
     },
 
     async claimDue({ owner, now, leaseMs, limit, exclude }): Promise<ClaimedDelivery[]> {
-      const notExcluded = exclude.length > 0 ? sql`AND d.subscriber_id NOT IN (${sql.join([...exclude])})` : sql``;
+      const notExcluded = exclude.length > 0 ? sql`AND d.subscriber_id NOT IN (${sql.join(padToPowerOfTwo(exclude))})` : sql``;
       const { rows } = await relaxed((q) => sql<{ id: string; event_id: string; subscriber_id: string; attempts: number }>`
         UPDATE deliveries SET lease_owner = ${owner}, next_attempt_at = ${now + leaseMs}, updated_at = ${now}
         WHERE id IN (
