@@ -318,8 +318,15 @@ async function runVariant(t: TestContext, kind: QueueKind): Promise<void> {
       assert.equal(res.status, 200, `GET /v1/deliveries/${sample[i]} answered ${res.status}`);
       assert.equal(res.json.status, 'delivered', `delivery ${sample[i]} is ${res.json.status}`);
       assert.ok(res.json.attemptLog.length >= 2, `delivery ${sample[i]} shows ${res.json.attemptLog.length} attempt(s) in the API`);
-      assert.equal(res.json.attemptLog[0].status, 500);
+      // The sink's 500 reached the router after delivery.timeoutMs on a loaded host: recorded as a timeout (see the
+      // late answers above); any other first attempt must show the 500.
+      const first = res.json.attemptLog[0];
+      if (first.code !== 'timeout') assert.equal(first.status, 500);
     }
+    assert.ok(
+      attemptLogs.some((res) => res.json.attemptLog[0].code !== 'timeout'),
+      'every sampled retry began with a timeout, so none showed the 500 in the API',
+    );
 
     // The surviving worker kept delivering while the other one was down.
     assert.ok(acceptedOutage >= 20, `only ${acceptedOutage} deliveries arrived during the outage: the surviving worker did not carry on`);
