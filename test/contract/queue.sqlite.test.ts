@@ -113,6 +113,8 @@ describe('sqlite queue specifics', () => {
     const walBytes = () => statSync(`${path}-wal`, { throwIfNoEntry: false })?.size ?? 0;
     let peak = 0;
     let written = 0;
+    let last = 0;
+    let shrank = false;
     try {
       // The thread's first tick can come late on a loaded machine (it loads TypeScript and opens the file): the WAL
       // grows until then, so the peak counts from the first half second on.
@@ -122,7 +124,10 @@ describe('sqlite queue specifics', () => {
       while (Date.now() < until) {
         commit(16); // 128 KiB per commit, one commit per turn of the event loop
         written += 16 * 8_192;
-        if (Date.now() - start > 500) peak = Math.max(peak, walBytes());
+        const bytes = walBytes();
+        if (bytes < last) shrank = true;
+        last = bytes;
+        if (Date.now() - start > 500) peak = Math.max(peak, bytes);
         await new Promise((r) => setImmediate(r));
       }
     } finally {
@@ -132,7 +137,10 @@ describe('sqlite queue specifics', () => {
       db.close();
     }
     assert.ok(written > 10 * limit, `only ${written} bytes written; the load was too light to tell`);
-    // Never rewound, the WAL would be as large as everything written; rewound, it stays a fraction of it.
-    assert.ok(peak < written / 4, `the WAL reached ${peak} bytes after ${written} bytes written (limit ${limit})`);
+    // Never rewound, the WAL file only grows: a rewind lets the next commit cut it back to the limit. How far it
+    // grows in between depends on how much CPU the checkpointer gets (a loaded CI machine gives it little), so the
+    // size bound is loose: never rewound, the WAL would be as large as everything written.
+    assert.ok(shrank, `the WAL never shrank: it reached ${peak} bytes after ${written} bytes written (limit ${limit})`);
+    assert.ok(peak < written / 2, `the WAL reached ${peak} bytes after ${written} bytes written (limit ${limit})`);
   });
 });
