@@ -9,7 +9,7 @@
  *
  * SQLite's automatic WAL checkpoint would run on the committing connection and hold every commit (measured at 30–50 %
  * of ingest throughput, shared/reference/performance.md). It is turned off, and a second thread with its own
- * connection checkpoints instead (sqlite-checkpointer.ts), keeping the WAL near `WAL_LIMIT_BYTES`.
+ * connection checkpoints instead (../sqlite-checkpointer.ts), keeping the WAL near `WAL_LIMIT_BYTES`.
  *
  * Message states, all in one row:
  *
@@ -31,7 +31,7 @@ import { RouterError } from '../../src/errors.ts';
 import { type Logger, silentLogger } from '../../src/logger.ts';
 import type { QueueAdapter, QueueCapabilities, QueueConsumer, QueueDelivery, ReceiveOptions } from './port.ts';
 import { type Packed, pack } from './pack.ts';
-import type { CheckpointerOptions } from './sqlite-checkpointer.ts';
+import { type Checkpointer, startCheckpointer } from '../sqlite-checkpointer.ts';
 import { ThreadLink } from '../thread-link.ts';
 import type { Claimed, ClaimedRow, PostedWrite, ThreadOptions, ThreadRequest, WriteOp } from './sqlite-thread.ts';
 import { Waiters } from './waiters.ts';
@@ -61,7 +61,7 @@ export function createSqliteQueue(config: SqliteQueueConfig, deps: { logger?: Lo
   };
 
   let thread: ThreadLink | undefined;
-  let checkpointer: Worker | undefined;
+  let checkpointer: Checkpointer | undefined;
   const pending: PendingWrite[] = [];
   let flushTimer: NodeJS.Timeout | undefined;
   /** The commit the thread is working on; writes arriving meanwhile wait for the next one. */
@@ -204,11 +204,9 @@ export function createSqliteQueue(config: SqliteQueueConfig, deps: { logger?: Lo
       } catch (err) {
         throw new RouterError('ROUTER_ERR_QUEUE_UNAVAILABLE', `cannot open sqlite queue at ${config.path}`, { cause: err });
       }
-      checkpointer = new Worker(new URL('./sqlite-checkpointer.ts', import.meta.url), {
-        workerData: { path: config.path, intervalMs: config.checkpointIntervalMs, walLimitBytes: WAL_LIMIT_BYTES } satisfies CheckpointerOptions,
-      });
-      checkpointer.on('error', (err) => logger.error({ err }, 'sqlite queue checkpointer failed'));
-      checkpointer.unref();
+      checkpointer = startCheckpointer({ path: config.path, intervalMs: config.checkpointIntervalMs, walLimitBytes: WAL_LIMIT_BYTES }, (err) =>
+        logger.error({ err }, 'sqlite queue checkpointer failed'),
+      );
       logger.info({ path: config.path, synchronous: config.synchronous }, 'sqlite queue open');
     },
 
@@ -240,15 +238,7 @@ export function createSqliteQueue(config: SqliteQueueConfig, deps: { logger?: Lo
           flush();
           await committing;
         }
-        if (checkpointer) {
-          const worker = checkpointer;
-          // Unref'd so an idle queue never keeps the process alive; while close() waits for it, it must, or the
-          // process could exit first and close() would never resolve.
-          worker.ref();
-          const done = new Promise((resolve) => worker.once('exit', resolve));
-          worker.postMessage('stop');
-          await done;
-        }
+        await checkpointer?.stop();
         await thread?.close({ op: 'close' } satisfies Request);
         thread = undefined;
       })();

@@ -4,12 +4,15 @@
  * their fsync included, before the next message is taken (better-sqlite3 is synchronous, so Kysely's awaits are
  * only microtasks), and is answered with its result or its error.
  *
- * WAL checkpoints run here too, on a timer between calls (see checkpoint()).
+ * WAL checkpoints run on a checkpointer thread of their own (../sqlite-checkpointer.ts), as the queue's do. They used
+ * to run here between calls, and a checkpoint took 14 ms of every 50 (wall time, mostly the database file's fsync) in
+ * the end-to-end benchmark: every ingest, claim and completion waited behind it.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { Kysely, type SqliteDatabase, SqliteDialect, type SqliteStatement, sql } from 'kysely';
 import { RouterError } from '../../src/errors.ts';
+import { type Checkpointer, startCheckpointer } from '../sqlite-checkpointer.ts';
 import { type Reply, type ReplyError, replyError } from '../thread-link.ts';
 import type { Store } from './port.ts';
 import { sqliteWords } from './sql/migrations.ts';
@@ -18,7 +21,7 @@ import { createSqlStore } from './sql/store.ts';
 export type StoreMethod = Exclude<keyof Store, 'kind'>;
 export type ThreadRequest = { readonly id: number; readonly method: StoreMethod; readonly args: readonly unknown[] };
 
-/** As the queue's default: short, so that each checkpoint's fsync of the database file stays small. */
+/** As the queue's default: short, so that each checkpoint's copy and fsync of the database file stay small. */
 const CHECKPOINT_INTERVAL_MS = 50;
 const WAL_LIMIT_BYTES = 64 * 1024 * 1024;
 
@@ -26,7 +29,7 @@ const { path } = workerData as { path: string };
 const port = parentPort;
 if (!port) throw new Error('sqlite-thread.ts runs only as a worker thread');
 
-let checkpoints: NodeJS.Timeout | undefined;
+let checkpointer: Checkpointer | undefined;
 const open = async (): Promise<SqliteDatabase> => {
   try {
     const database = new Database(path);
@@ -37,27 +40,15 @@ const open = async (): Promise<SqliteDatabase> => {
     database.pragma('wal_autocheckpoint = 0');
     // When a checkpoint has rewound the WAL, the next commit cuts the file back to this size.
     database.pragma(`journal_size_limit = ${WAL_LIMIT_BYTES}`);
-    checkpoints = setInterval(() => checkpoint(database), CHECKPOINT_INTERVAL_MS);
+    // Nothing to report it to on this thread but stderr; a checkpointer that died only lets the WAL grow.
+    checkpointer = startCheckpointer({ path, intervalMs: CHECKPOINT_INTERVAL_MS, walLimitBytes: WAL_LIMIT_BYTES }, (err) =>
+      process.stderr.write(`sqlite store checkpointer failed: ${err.message}\n`),
+    );
     return withStatementCache(database);
   } catch (err) {
     throw new RouterError('ROUTER_ERR_STORE_UNAVAILABLE', `cannot open sqlite store at ${path}`, { cause: err });
   }
 };
-/**
- * Checkpoints run here, on the writing connection, between store calls (a timer callback never lands inside a
- * call's transaction: a call runs to its end in one macrotask). Nothing is appended while it copies, so every
- * checkpoint completes and the next commit rewinds the WAL: it stays at about one interval of writes. The queue
- * checkpoints from a thread of its own instead (sqlite-checkpointer.ts), because its commits are what a webhook
- * sender waits for; store calls are not.
- */
-function checkpoint(database: Database.Database): void {
-  try {
-    database.pragma('wal_checkpoint(PASSIVE)');
-  } catch {
-    // SQLITE_BUSY (another process on the file, the `dlq` CLI): the next tick tries again.
-  }
-}
-
 /**
  * A guard: the store's lists are cut or padded to a few row counts (sql/store.ts, chunker()), so its texts number
  * well under this and the cache is never cleared in steady state.
@@ -115,9 +106,8 @@ const store = createSqlStore({
       }
     }),
   close: async () => {
-    clearInterval(checkpoints);
-    // A last checkpoint leaves a small WAL behind (SQLite's own close also checkpoints when it is the last connection).
-    await sql`PRAGMA wal_checkpoint(TRUNCATE)`.execute(db).catch(() => {});
+    // Its last checkpoint (TRUNCATE) leaves a small WAL behind; SQLite's own close also checkpoints as last connection.
+    await checkpointer?.stop();
     await db.destroy();
   },
 });

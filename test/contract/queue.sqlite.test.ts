@@ -103,7 +103,7 @@ describe('sqlite queue specifics', () => {
     const limit = 2 * 1024 * 1024;
     db.pragma(`journal_size_limit = ${limit}`); // as the queue's and the store's writer connections set it
     db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB NOT NULL)');
-    const checkpointer = new Worker(new URL('../../adapters/queue/sqlite-checkpointer.ts', import.meta.url), {
+    const checkpointer = new Worker(new URL('../../adapters/sqlite-checkpointer-thread.ts', import.meta.url), {
       workerData: { path, intervalMs: 20, walLimitBytes: limit },
     });
     const insert = db.prepare('INSERT INTO t (body) VALUES (?)');

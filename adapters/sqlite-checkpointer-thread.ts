@@ -1,7 +1,7 @@
 /**
- * Worker thread that checkpoints the SQLite queue's WAL from its own connection, so that the fsync-heavy copy into
- * the database file never holds up the connection whose commits webhook senders wait for (sqlite-thread.ts). The
- * store checkpoints on its own thread between calls instead (store/sqlite-thread.ts): nobody waits on those.
+ * The thread that checkpoints a SQLite file's WAL from a connection of its own (started by sqlite-checkpointer.ts),
+ * so that the fsync-heavy copy into the database file never holds up the connection that commits: the queue's,
+ * whose commits webhook senders wait for, and the store's, whose calls every delivery waits for.
  *
  * Every tick a PASSIVE checkpoint copies what it can without blocking anyone. That alone never bounds the WAL under
  * a steady write load: SQLite rewinds the WAL only when a checkpoint has copied every frame and no frame was added
@@ -31,8 +31,8 @@ db.pragma(`journal_size_limit = ${walLimitBytes}`);
 /** A WAL frame is a page plus its 24-byte header; what the WAL holds is what a checkpoint reports as `log`. */
 const frameBytes = (db.pragma('page_size', { simple: true }) as number) + 24;
 
-/** Frames a RESTART may still have to copy while writers wait: about 1 MiB at 4 KiB pages. */
-const SHORT_TAIL_FRAMES = 256;
+/** What a RESTART may still have to copy while writers wait, in frames: about 1 MiB. */
+const SHORT_TAIL_FRAMES = Math.ceil((1024 * 1024) / frameBytes);
 /** PASSIVE passes per tick, each copying what was appended during the one before: copying outruns writing. */
 const MAX_PASSES = 8;
 
