@@ -383,7 +383,7 @@ async function oneRun(run: number): Promise<RunResult> {
     if (target === 'router') {
       const db = new Database(dbPath, { readonly: true, fileMustExist: true });
       try {
-        rows = (db.prepare('SELECT count(*) AS n FROM queue_messages').get() as { n: number }).n;
+        rows = (db.prepare('SELECT count(*) AS n FROM queue_entries').get() as { n: number }).n;
       } finally {
         db.close();
       }

@@ -92,6 +92,42 @@ describe('sqlite queue specifics', () => {
     assert.equal(code, 0);
   });
 
+  test('a file written with bodies inline (one table) is moved to the two-table layout and loses nothing', async () => {
+    const path = join(scratch, 'one-table.db');
+    const old = new Database(path);
+    old.pragma('journal_mode = WAL');
+    // The layout of releases up to 2 December 2026, with one message due and one leased by a consumer that died.
+    old.exec(`CREATE TABLE queue_messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT, body BLOB NOT NULL,
+      visible_at INTEGER NOT NULL, lease TEXT, receive_count INTEGER NOT NULL DEFAULT 0, published_at INTEGER NOT NULL)`);
+    const insert = old.prepare('INSERT INTO queue_messages (key, body, visible_at, lease, receive_count, published_at) VALUES (?, ?, ?, ?, ?, ?)');
+    insert.run('o/r', Buffer.from('first'), 0, null, 0, 1);
+    insert.run(null, Buffer.from('second'), Date.now() - 1, 'gone.1', 2, 2);
+    old.close();
+
+    const queue = createSqliteQueue(sqliteConfig(path, 1_000));
+    await queue.connect();
+    try {
+      const got = await queue.consumer().receive({ max: 10, waitMs: 0 });
+      assert.deepEqual(
+        got.map((d) => [Buffer.from(d.body).toString(), d.key, d.receiveCount]),
+        [['first', 'o/r', 1], ['second', undefined, 3]],
+      );
+      await Promise.all(got.map((d) => d.ack()));
+      await queue.producer().publish({ body: new Uint8Array([9]) });
+      const [next] = await queue.consumer().receive({ max: 10, waitMs: 1_000 });
+      assert.equal(next?.brokerId, '3', 'sequence numbers go on after the moved messages');
+      await next?.ack();
+    } finally {
+      await queue.close();
+    }
+    const db = new Database(path, { readonly: true });
+    const tables = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'queue_%' ORDER BY name").pluck().all();
+    const left = db.prepare('SELECT (SELECT count(*) FROM queue_entries) + (SELECT count(*) FROM queue_bodies)').pluck().get();
+    db.close();
+    assert.deepEqual(tables, ['queue_bodies', 'queue_entries']);
+    assert.equal(left, 0, 'an ack deletes the entry and its body');
+  });
+
   test('the checkpointer keeps the WAL bounded under a write load that never pauses', { timeout: 30_000 }, async () => {
     // A PASSIVE checkpoint alone never lets SQLite rewind the WAL while commits keep coming; the checkpointer must.
     const path = join(scratch, 'wal-bound.db');
