@@ -1,7 +1,8 @@
 /**
- * The thread that checkpoints a SQLite file's WAL from a connection of its own (started by sqlite-checkpointer.ts),
- * so that the fsync-heavy copy into the database file never holds up the connection that commits: the queue's,
- * whose commits webhook senders wait for, and the store's, whose calls every delivery waits for.
+ * The thread that checkpoints SQLite files' WALs, each from a connection of its own (started by
+ * sqlite-checkpointer.ts), so that the fsync-heavy copy into the database file never holds up the connection that
+ * commits: the queue's, whose commits webhook senders wait for, and the store's, whose calls every delivery waits for.
+ * One thread per process serves every file (a thread costs some 20 MB of RSS); each file has its own timer.
  *
  * Every tick a PASSIVE checkpoint copies what it can without blocking anyone. That alone never bounds the WAL under
  * a steady write load: SQLite rewinds the WAL only when a checkpoint has copied every frame and no frame was added
@@ -10,9 +11,9 @@
  * copies that tail and makes the next commit start the WAL from the beginning. RESTART holds writers back while it
  * runs; the short tail keeps that to milliseconds (one RESTART right after a single PASSIVE pass stalled commits for
  * 60–200 ms at 9,000 publishes/s), and writers wait on their own threads (busy_timeout), never on an event loop.
- * On stop a TRUNCATE leaves a small WAL behind.
+ * When a file is let go, a TRUNCATE leaves a small WAL behind.
  */
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 
 export interface CheckpointerOptions {
@@ -22,64 +23,90 @@ export interface CheckpointerOptions {
   readonly walLimitBytes: number;
 }
 
-const { path, intervalMs, walLimitBytes } = workerData as CheckpointerOptions;
-const db = new Database(path);
-db.pragma('busy_timeout = 5000');
-// After a checkpoint has reset the WAL, shrink the file back rather than keep its high-water size on disk.
-db.pragma(`journal_size_limit = ${walLimitBytes}`);
+/** Each watch has an id of its own: two adapters on one file (two queues in a test) each get a connection. */
+export type CheckpointerRequest = ({ readonly op: 'watch'; readonly id: number } & CheckpointerOptions) | { readonly op: 'release'; readonly id: number };
+/** Answers a request with its id: `error` is set when a watch could not open the file. */
+export interface CheckpointerReply {
+  readonly id: number;
+  readonly error?: string;
+}
 
-/** A WAL frame is a page plus its 24-byte header; what the WAL holds is what a checkpoint reports as `log`. */
-const frameBytes = (db.pragma('page_size', { simple: true }) as number) + 24;
-
-/** What a RESTART may still have to copy while writers wait, in frames: about 1 MiB. */
-const SHORT_TAIL_FRAMES = Math.ceil((1024 * 1024) / frameBytes);
 /** PASSIVE passes per tick, each copying what was appended during the one before: copying outruns writing. */
 const MAX_PASSES = 8;
 
-const passive = () => (db.pragma('wal_checkpoint(PASSIVE)') as { log: number; checkpointed: number }[])[0] ?? { log: 0, checkpointed: 0 };
-
 const pause = new Int32Array(new SharedArrayBuffer(4));
-/**
- * While a RESTART waits for the write lock, new writers wait behind it, so it must not wait in SQLite's busy handler
- * (whose sleeps grow to 100 ms: stalls of 440 ms were measured). It asks without waiting, and between tries this
- * thread, not SQLite, sleeps 1 ms, leaving the lock to the writers meanwhile.
- */
-function restart(): void {
-  db.pragma('busy_timeout = 0');
-  try {
-    for (let attempt = 0; attempt < 50; attempt++) {
-      try {
-        const r = (db.pragma('wal_checkpoint(RESTART)') as { busy: number }[])[0];
-        if (r?.busy === 0) return;
-      } catch {
-        // SQLITE_BUSY: a writer holds the lock right now
+
+function watch({ path, intervalMs, walLimitBytes }: CheckpointerOptions): () => void {
+  const db = new Database(path);
+  db.pragma('busy_timeout = 5000');
+  // After a checkpoint has reset the WAL, shrink the file back rather than keep its high-water size on disk.
+  db.pragma(`journal_size_limit = ${walLimitBytes}`);
+
+  /** A WAL frame is a page plus its 24-byte header; what the WAL holds is what a checkpoint reports as `log`. */
+  const frameBytes = (db.pragma('page_size', { simple: true }) as number) + 24;
+  /** What a RESTART may still have to copy while writers wait, in frames: about 1 MiB. */
+  const shortTailFrames = Math.ceil((1024 * 1024) / frameBytes);
+
+  const passive = () => (db.pragma('wal_checkpoint(PASSIVE)') as { log: number; checkpointed: number }[])[0] ?? { log: 0, checkpointed: 0 };
+
+  /**
+   * While a RESTART waits for the write lock, new writers wait behind it, so it must not wait in SQLite's busy
+   * handler (whose sleeps grow to 100 ms: stalls of 440 ms were measured). It asks without waiting, and between tries
+   * this thread, not SQLite, sleeps 1 ms, leaving the lock to the writers meanwhile.
+   */
+  function restart(): void {
+    db.pragma('busy_timeout = 0');
+    try {
+      for (let attempt = 0; attempt < 50; attempt++) {
+        try {
+          const r = (db.pragma('wal_checkpoint(RESTART)') as { busy: number }[])[0];
+          if (r?.busy === 0) return;
+        } catch {
+          // SQLITE_BUSY: a writer holds the lock right now
+        }
+        Atomics.wait(pause, 0, 0, 1);
       }
-      Atomics.wait(pause, 0, 0, 1);
+    } finally {
+      db.pragma('busy_timeout = 5000');
     }
-  } finally {
-    db.pragma('busy_timeout = 5000');
   }
+
+  const timer = setInterval(() => {
+    try {
+      let r = passive();
+      if (r.log * frameBytes <= walLimitBytes) return;
+      for (let pass = 1; r.log - r.checkpointed > shortTailFrames && pass < MAX_PASSES; pass++) r = passive();
+      restart();
+    } catch {
+      // SQLITE_BUSY and friends: the next tick tries again; the WAL only grows meanwhile.
+    }
+  }, intervalMs);
+
+  return () => {
+    clearInterval(timer);
+    try {
+      db.pragma('wal_checkpoint(TRUNCATE)');
+    } catch {
+      // Another process may still be writing; its own close or the next start checkpoints.
+    }
+    db.close();
+  };
 }
 
-const timer = setInterval(() => {
-  try {
-    let r = passive();
-    if (r.log * frameBytes <= walLimitBytes) return;
-    for (let pass = 1; r.log - r.checkpointed > SHORT_TAIL_FRAMES && pass < MAX_PASSES; pass++) r = passive();
-    restart();
-  } catch {
-    // SQLITE_BUSY and friends: the next tick tries again; the WAL only grows meanwhile.
+const port = parentPort;
+if (!port) throw new Error('sqlite-checkpointer-thread.ts runs only as a worker thread');
+const releases = new Map<number, () => void>();
+port.on('message', (req: CheckpointerRequest) => {
+  let error: string | undefined;
+  if (req.op === 'watch') {
+    try {
+      releases.set(req.id, watch(req));
+    } catch (err) {
+      error = err instanceof Error ? err.message : String(err);
+    }
+  } else {
+    releases.get(req.id)?.();
+    releases.delete(req.id);
   }
-}, intervalMs);
-
-parentPort?.on('message', (message) => {
-  if (message !== 'stop') return;
-  clearInterval(timer);
-  try {
-    db.pragma('wal_checkpoint(TRUNCATE)');
-  } catch {
-    // Another process may still be writing; its own close or the next start checkpoints.
-  }
-  db.close();
-  parentPort?.close();
+  port.postMessage({ id: req.id, ...(error === undefined ? {} : { error }) } satisfies CheckpointerReply);
 });

@@ -1,29 +1,79 @@
 /**
- * Starts and stops the checkpointer thread of one SQLite file (sqlite-checkpointer-thread.ts). The queue and the store
- * each run one beside the thread that owns their writing connection, with automatic checkpoints turned off there.
+ * Checkpointing for the SQLite files of this process (the queue's, the store's): one checkpointer thread
+ * (sqlite-checkpointer-thread.ts) serves them all, started with the first file and ended with the last. The
+ * connections that write have automatic checkpoints turned off.
  */
 import { Worker } from 'node:worker_threads';
-import type { CheckpointerOptions } from './sqlite-checkpointer-thread.ts';
+import type { CheckpointerOptions, CheckpointerReply, CheckpointerRequest } from './sqlite-checkpointer-thread.ts';
 
 export interface Checkpointer {
-  /** Stops the ticks, leaves a small WAL behind (TRUNCATE) and resolves once the thread is gone. */
+  /** Resolves once the thread has the file open; rejects when it could not open it. */
+  readonly ready: Promise<void>;
+  /** Stops checkpointing the file, leaves a small WAL behind (TRUNCATE) and resolves once that is done. */
   stop(): Promise<void>;
 }
 
-/** Call once the file exists in WAL mode: the thread reads its page size when it opens. */
-export function startCheckpointer(options: CheckpointerOptions, onError: (err: Error) => void): Checkpointer {
-  const worker = new Worker(new URL('./sqlite-checkpointer-thread.ts', import.meta.url), { workerData: options satisfies CheckpointerOptions });
+interface Shared {
+  readonly worker: Worker;
+  readonly waiting: Map<number, PromiseWithResolvers<void>>;
+  files: number;
+}
+
+let shared: Shared | undefined;
+let nextId = 1;
+
+function thread(onError: (err: Error) => void): Shared {
+  if (shared) return shared;
+  const worker = new Worker(new URL('./sqlite-checkpointer-thread.ts', import.meta.url));
+  const current: Shared = { worker, waiting: new Map(), files: 0 };
+  worker.on('message', (reply: CheckpointerReply) => {
+    const w = current.waiting.get(reply.id);
+    current.waiting.delete(reply.id);
+    if (current.waiting.size === 0) worker.unref();
+    if (reply.error === undefined) w?.resolve();
+    else w?.reject(new Error(`cannot checkpoint: ${reply.error}`));
+  });
   worker.on('error', onError);
-  // Unref'd so an idle file never keeps the process alive.
+  worker.on('exit', () => {
+    if (shared === current) shared = undefined;
+    // A thread that is gone checkpoints nothing more: nothing is left to wait for.
+    for (const w of current.waiting.values()) w.resolve();
+    current.waiting.clear();
+  });
+  // Unref'd so that idle files never keep the process alive; a request waiting for its answer refs it.
   worker.unref();
+  shared = current;
+  return current;
+}
+
+function ask(t: Shared, request: CheckpointerRequest): Promise<void> {
+  const w = Promise.withResolvers<void>();
+  t.waiting.set(request.id, w);
+  // Until the answer comes the process must live, or it could exit first and the caller would wait forever.
+  t.worker.ref();
+  t.worker.postMessage(request);
+  return w.promise;
+}
+
+/** Call once the file exists in WAL mode: the thread reads its page size when it opens it. */
+export function startCheckpointer(options: CheckpointerOptions, onError: (err: Error) => void): Checkpointer {
+  const t = thread(onError);
+  t.files += 1;
+  const id = nextId++;
+  const ready = ask(t, { op: 'watch', id, ...options });
+  ready.catch(onError);
   let stopped: Promise<void> | undefined;
   return {
+    ready,
     stop: () =>
-      (stopped ??= new Promise<void>((resolve) => {
-        // While stop() waits, the process must live, or it could exit first and stop() would never resolve.
-        worker.ref();
-        worker.once('exit', () => resolve());
-        worker.postMessage('stop');
-      })),
+      (stopped ??= ready
+        .catch(() => {})
+        .then(() => ask(t, { op: 'release', id }))
+        .then(async () => {
+          t.files -= 1;
+          if (t.files > 0) return;
+          if (shared === t) shared = undefined;
+          await t.worker.terminate();
+        })),
   };
 }

@@ -4,15 +4,14 @@
  * their fsync included, before the next message is taken (better-sqlite3 is synchronous, so Kysely's awaits are
  * only microtasks), and is answered with its result or its error.
  *
- * WAL checkpoints run on a checkpointer thread of their own (../sqlite-checkpointer.ts), as the queue's do. They used
- * to run here between calls, and a checkpoint took 14 ms of every 50 (wall time, mostly the database file's fsync) in
- * the end-to-end benchmark: every ingest, claim and completion waited behind it.
+ * WAL checkpoints run on the process's checkpointer thread (../sqlite-checkpointer.ts, started by sqlite.ts), as the
+ * queue's do. They used to run here between calls, and a checkpoint took 14 ms of every 50 (wall time, mostly the
+ * database file's fsync) in the end-to-end benchmark: every ingest, claim and completion waited behind it.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { Kysely, type SqliteDatabase, SqliteDialect, type SqliteStatement, sql } from 'kysely';
 import { RouterError } from '../../src/errors.ts';
-import { type Checkpointer, startCheckpointer } from '../sqlite-checkpointer.ts';
 import { type Reply, type ReplyError, replyError } from '../thread-link.ts';
 import type { Store } from './port.ts';
 import { sqliteWords } from './sql/migrations.ts';
@@ -21,15 +20,16 @@ import { createSqlStore } from './sql/store.ts';
 export type StoreMethod = Exclude<keyof Store, 'kind'>;
 export type ThreadRequest = { readonly id: number; readonly method: StoreMethod; readonly args: readonly unknown[] };
 
-/** As the queue's default: short, so that each checkpoint's copy and fsync of the database file stay small. */
-const CHECKPOINT_INTERVAL_MS = 50;
-const WAL_LIMIT_BYTES = 64 * 1024 * 1024;
+export interface StoreThreadOptions {
+  readonly path: string;
+  /** When a checkpoint has rewound the WAL, the next commit cuts the file back to this size. */
+  readonly walLimitBytes: number;
+}
 
-const { path } = workerData as { path: string };
+const { path, walLimitBytes } = workerData as StoreThreadOptions;
 const port = parentPort;
 if (!port) throw new Error('sqlite-thread.ts runs only as a worker thread');
 
-let checkpointer: Checkpointer | undefined;
 const open = async (): Promise<SqliteDatabase> => {
   try {
     const database = new Database(path);
@@ -38,12 +38,7 @@ const open = async (): Promise<SqliteDatabase> => {
     // FULL: an ingest commit must be durable before the queue message it came from is acked.
     database.pragma('synchronous = FULL');
     database.pragma('wal_autocheckpoint = 0');
-    // When a checkpoint has rewound the WAL, the next commit cuts the file back to this size.
-    database.pragma(`journal_size_limit = ${WAL_LIMIT_BYTES}`);
-    // Nothing to report it to on this thread but stderr; a checkpointer that died only lets the WAL grow.
-    checkpointer = startCheckpointer({ path, intervalMs: CHECKPOINT_INTERVAL_MS, walLimitBytes: WAL_LIMIT_BYTES }, (err) =>
-      process.stderr.write(`sqlite store checkpointer failed: ${err.message}\n`),
-    );
+    database.pragma(`journal_size_limit = ${walLimitBytes}`);
     return withStatementCache(database);
   } catch (err) {
     throw new RouterError('ROUTER_ERR_STORE_UNAVAILABLE', `cannot open sqlite store at ${path}`, { cause: err });
@@ -106,8 +101,7 @@ const store = createSqlStore({
       }
     }),
   close: async () => {
-    // Its last checkpoint (TRUNCATE) leaves a small WAL behind; SQLite's own close also checkpoints as last connection.
-    await checkpointer?.stop();
+    // The checkpointer's last checkpoint (TRUNCATE) left a small WAL behind (sqlite.ts stops it first).
     await db.destroy();
   },
 });

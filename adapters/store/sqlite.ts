@@ -6,6 +6,9 @@
  * COMMIT (an fsync, 1–2 ms on the machines measured), stalls the receiver and the dispatcher sharing that loop. In
  * the end-to-end benchmark COMMIT alone took a quarter of the main thread. A whole call, transaction included, runs
  * on the thread in one go; the event loop only pays for the message and a structured copy of the data.
+ *
+ * The WAL is checkpointed by the process's checkpointer thread (../sqlite-checkpointer.ts), from the first answered
+ * call (the thread has opened the file by then) until close().
  */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -13,10 +16,15 @@ import { Worker } from 'node:worker_threads';
 import type { StoreConfig } from '../../config/schema.ts';
 import { type RouterErrorCode, RouterError } from '../../src/errors.ts';
 import type { Store } from './port.ts';
+import { type Checkpointer, startCheckpointer } from '../sqlite-checkpointer.ts';
 import { type ReplyError, ThreadLink } from '../thread-link.ts';
-import type { StoreMethod, ThreadRequest } from './sqlite-thread.ts';
+import type { StoreMethod, StoreThreadOptions, ThreadRequest } from './sqlite-thread.ts';
 
 export type SqliteStoreConfig = Extract<StoreConfig, { kind: 'sqlite' }>;
+
+/** As the queue's default: short, so that each checkpoint's copy and fsync of the database file stay small. */
+const CHECKPOINT_INTERVAL_MS = 50;
+const WAL_LIMIT_BYTES = 64 * 1024 * 1024;
 
 /** Every method of the port, forwarded as is; a record, so a method missing here is a compile error. */
 const methods = Object.keys({
@@ -30,13 +38,15 @@ const methods = Object.keys({
 
 export function createSqliteStore(config: SqliteStoreConfig): Store {
   let link: ThreadLink | undefined;
+  let checkpointer: Checkpointer | undefined;
   let closed: Promise<void> | undefined;
 
   // Started by the first call (connect()), never in this factory.
   function start(): ThreadLink {
     if (link) return link;
     mkdirSync(dirname(config.path), { recursive: true });
-    link = new ThreadLink(new Worker(new URL('./sqlite-thread.ts', import.meta.url), { workerData: { path: config.path } }), {
+    const workerData: StoreThreadOptions = { path: config.path, walLimitBytes: WAL_LIMIT_BYTES };
+    link = new ThreadLink(new Worker(new URL('./sqlite-thread.ts', import.meta.url), { workerData }), {
       toError: threadError,
       gone: (cause) => new RouterError('ROUTER_ERR_STORE_UNAVAILABLE', `sqlite store thread stopped: ${cause.message}`, { cause }),
     });
@@ -50,12 +60,29 @@ export function createSqliteStore(config: SqliteStoreConfig): Store {
     } catch (err) {
       return Promise.reject(new RouterError('ROUTER_ERR_STORE_UNAVAILABLE', `cannot open sqlite store at ${config.path}`, { cause: err }));
     }
-    return l.call({ method, args } satisfies Omit<ThreadRequest, 'id'>);
+    const answer = l.call({ method, args } satisfies Omit<ThreadRequest, 'id'>);
+    if (!checkpointer) {
+      void answer.then(
+        () => {
+          if (closed || checkpointer) return;
+          // A checkpointer that cannot open the file only lets the WAL grow; the store itself goes on.
+          checkpointer = startCheckpointer({ path: config.path, intervalMs: CHECKPOINT_INTERVAL_MS, walLimitBytes: WAL_LIMIT_BYTES }, (err) =>
+            process.emitWarning(`sqlite store checkpointer: ${err.message}`),
+          );
+        },
+        () => {},
+      );
+    }
+    return answer;
   }
 
   const store = { kind: 'sqlite' } as Record<string, unknown>;
   for (const m of methods) store[m] = (...args: unknown[]) => call(m, args);
-  store.close = () => (closed ??= link ? link.close({ method: 'close', args: [] } satisfies Omit<ThreadRequest, 'id'>) : Promise.resolve());
+  store.close = () =>
+    (closed ??= (async () => {
+      await checkpointer?.stop();
+      await link?.close({ method: 'close', args: [] } satisfies Omit<ThreadRequest, 'id'>);
+    })());
   return store as unknown as Store;
 }
 

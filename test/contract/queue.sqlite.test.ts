@@ -5,16 +5,15 @@
  * After the contract, SQLite-only checks that the generic suite cannot express.
  */
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import type { QueueAdapter } from '../../adapters/queue/port.ts';
 import { createSqliteQueue } from '../../adapters/queue/sqlite.ts';
+import { startCheckpointer } from '../../adapters/sqlite-checkpointer.ts';
 import { Queue } from '../../config/schema.ts';
 import { type QueueHarness, runQueueContract } from './queue.contract.ts';
 
@@ -139,9 +138,7 @@ describe('sqlite queue specifics', () => {
     const limit = 2 * 1024 * 1024;
     db.pragma(`journal_size_limit = ${limit}`); // as the queue's and the store's writer connections set it
     db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB NOT NULL)');
-    const checkpointer = new Worker(new URL('../../adapters/sqlite-checkpointer-thread.ts', import.meta.url), {
-      workerData: { path, intervalMs: 20, walLimitBytes: limit },
-    });
+    const checkpointer = startCheckpointer({ path, intervalMs: 20, walLimitBytes: limit }, (err) => assert.fail(err));
     const insert = db.prepare('INSERT INTO t (body) VALUES (?)');
     const commit = db.transaction((rows: number) => {
       for (let i = 0; i < rows; i++) insert.run(Buffer.alloc(8_192, i));
@@ -154,7 +151,7 @@ describe('sqlite queue specifics', () => {
     try {
       // The thread's first tick can come late on a loaded machine (it loads TypeScript and opens the file): the WAL
       // grows until then, so the peak counts from the first half second on.
-      await once(checkpointer, 'online');
+      await checkpointer.ready;
       const start = Date.now();
       const until = start + 2_000;
       while (Date.now() < until) {
@@ -167,9 +164,7 @@ describe('sqlite queue specifics', () => {
         await new Promise((r) => setImmediate(r));
       }
     } finally {
-      const exited = new Promise((r) => checkpointer.once('exit', r));
-      checkpointer.postMessage('stop');
-      await exited;
+      await checkpointer.stop();
       db.close();
     }
     assert.ok(written > 10 * limit, `only ${written} bytes written; the load was too light to tell`);
