@@ -12,9 +12,11 @@
  *
  * Memory mode: one subscriber whose endpoint is down (a closed port: every attempt is refused and retried later),
  * `--events` webhooks sent as fast as the receiver takes them; samples the serve process's RSS and reports the peak
- * and the RSS growth per 10,000 undelivered deliveries. Payloads stay in the store, so it should stay flat. With
- * `--split` the receiver and the worker run as two processes on the same SQLite files (as `receiver` and `worker`
- * would in a pod each) and the worker's RSS is the one sampled. `--node-options=…` becomes the router processes'
+ * and the RSS growth per 10,000 undelivered deliveries. Payloads stay in the store, so it should stay flat.
+ *
+ * In either mode `--split` runs the receiver and the worker as two processes on the same SQLite files (as `receiver`
+ * and `worker` would in a pod each); in memory mode the worker's RSS is then the one sampled. `--node-options=…`
+ * becomes the router processes'
  * NODE_OPTIONS (more V8 flags for an A/B, e.g. `--node-options=--max-semi-space-size=32` for V8's default).
  *
  * Only 127.0.0.1; every run is bounded and kills its children by PID.
@@ -223,7 +225,7 @@ function ask<T>(child: ChildProcess, message: string): Promise<T> {
 async function throughputRun(subscribers: number) {
   const sink = fork(join(ROOT, 'benchmarks/end-to-end/sink.ts'), [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
   const { port } = await new Promise<{ port: number }>((resolve) => sink.once('message', (m) => resolve(m as { port: number })));
-  const s = await setup(subscribers, port);
+  const s = await setup(subscribers, port, args.split);
   s.sink = sink;
   try {
     const result = await load(s.webhooks, Number(args.connections), Date.now() + Number(args.duration) * 1000, Number.POSITIVE_INFINITY);
