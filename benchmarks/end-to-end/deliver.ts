@@ -16,8 +16,8 @@
  *
  * In either mode `--split` runs the receiver and the worker as two processes on the same SQLite files (as `receiver`
  * and `worker` would in a pod each); in memory mode the worker's RSS is then the one sampled. `--node-options=…`
- * becomes the router processes'
- * NODE_OPTIONS (more V8 flags for an A/B, e.g. `--node-options=--max-semi-space-size=32` for V8's default).
+ * becomes the router processes' NODE_OPTIONS (more V8 flags for an A/B, e.g. `--node-options=--max-semi-space-size=32`
+ * for V8's default).
  *
  * Only 127.0.0.1; every run is bounded and kills its children by PID.
  */
