@@ -17,6 +17,7 @@ interface Shared {
   readonly worker: Worker;
   readonly waiting: Map<number, PromiseWithResolvers<void>>;
   files: number;
+  exited: boolean;
 }
 
 let shared: Shared | undefined;
@@ -25,7 +26,7 @@ let nextId = 1;
 function thread(onError: (err: Error) => void): Shared {
   if (shared) return shared;
   const worker = new Worker(new URL('./sqlite-checkpointer-thread.ts', import.meta.url));
-  const current: Shared = { worker, waiting: new Map(), files: 0 };
+  const current: Shared = { worker, waiting: new Map(), files: 0, exited: false };
   worker.on('message', (reply: CheckpointerReply) => {
     const w = current.waiting.get(reply.id);
     current.waiting.delete(reply.id);
@@ -35,6 +36,7 @@ function thread(onError: (err: Error) => void): Shared {
   });
   worker.on('error', onError);
   worker.on('exit', () => {
+    current.exited = true;
     if (shared === current) shared = undefined;
     // A thread that is gone checkpoints nothing more: nothing is left to wait for.
     for (const w of current.waiting.values()) w.resolve();
@@ -47,6 +49,7 @@ function thread(onError: (err: Error) => void): Shared {
 }
 
 function ask(t: Shared, request: CheckpointerRequest): Promise<void> {
+  if (t.exited) return Promise.resolve(); // a thread that died (its error was reported) has nothing left to stop
   const w = Promise.withResolvers<void>();
   t.waiting.set(request.id, w);
   // Until the answer comes the process must live, or it could exit first and the caller would wait forever.

@@ -70,6 +70,8 @@ const SCHEMA = `
   );
 `;
 
+const NO_BODY = new Uint8Array(0);
+
 /** A file written by a release that kept bodies inline (one table, queue_messages) is moved over once, at open. */
 const FROM_ONE_TABLE = `
   INSERT INTO queue_entries (seq, key, visible_at, lease, receive_count, published_at)
@@ -154,7 +156,9 @@ function claim(lease: string, visibilityMs: number, max: number): Claimed {
   }
   // RETURNING gives rows in no promised order; consumers get them in publish order.
   found.sort((a, b) => a.seq - b.seq);
-  const { buffer, places } = pack(found.map((r) => s.body.get(r.seq) as Buffer));
+  // Entries and bodies are written and deleted together; should a body be missing all the same (a damaged file),
+  // the empty one fails to decode and the consumer dead-letters it as poison instead of the claim failing forever.
+  const { buffer, places } = pack(found.map((r) => (s.body.get(r.seq) as Buffer | undefined) ?? NO_BODY));
   return { rows: found.map((r, i) => ({ seq: r.seq, key: r.key, receive_count: r.receive_count, ...places[i]! })), bodies: buffer };
 }
 

@@ -127,6 +127,25 @@ describe('sqlite queue specifics', () => {
     assert.equal(left, 0, 'an ack deletes the entry and its body');
   });
 
+  test('a message whose body row is missing is handed out with an empty body (poison to the consumer), not a failed claim', async () => {
+    const path = join(scratch, 'no-body.db');
+    const queue = createSqliteQueue(sqliteConfig(path, 1_000));
+    await queue.connect();
+    try {
+      await queue.producer().publish({ body: new Uint8Array([1, 2, 3]) });
+      await queue.producer().publish({ body: new Uint8Array([4]) });
+      const other = new Database(path);
+      other.pragma('busy_timeout = 5000');
+      other.prepare('DELETE FROM queue_bodies WHERE seq = (SELECT MIN(seq) FROM queue_bodies)').run();
+      other.close();
+      const got = await queue.consumer().receive({ max: 10, waitMs: 1_000 });
+      assert.deepEqual(got.map((d) => [...d.body]), [[], [4]]);
+      await Promise.all(got.map((d) => d.ack()));
+    } finally {
+      await queue.close();
+    }
+  });
+
   test('the checkpointer keeps the WAL bounded under a write load that never pauses', { timeout: 30_000 }, async () => {
     // A PASSIVE checkpoint alone never lets SQLite rewind the WAL while commits keep coming; the checkpointer must.
     const path = join(scratch, 'wal-bound.db');
