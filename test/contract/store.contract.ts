@@ -385,6 +385,19 @@ export function runStoreContract(h: StoreHarness): void {
         assert.equal(await store.getDelivery(deliveryIdFor('evt_lonely', 'sub_a')), undefined);
       });
 
+      stest('deliveries are listed by event, by subscriber and by status, newest first', async (store) => {
+        await ingest(store, 'evt_1', ['sub_a', 'sub_b'], T0);
+        await ingest(store, 'evt_2', ['sub_a'], T0 + 1);
+        const ids = async (filter: Parameters<Store['listDeliveries']>[0]) =>
+          (await store.listDeliveries(filter, { limit: 10 })).items.map((d) => [d.eventId, d.subscriberId]);
+        assert.deepEqual(await ids({ event: 'evt_1' }), [['evt_1', 'sub_b'], ['evt_1', 'sub_a']]);
+        assert.deepEqual(await ids({ event: 'evt_2' }), [['evt_2', 'sub_a']]);
+        assert.deepEqual(await ids({ event: 'evt_unknown' }), []);
+        assert.deepEqual(await ids({ subscriber: 'sub_a' }), [['evt_2', 'sub_a'], ['evt_1', 'sub_a']]);
+        assert.deepEqual(await ids({ event: 'evt_1', subscriber: 'sub_b', status: 'pending' }), [['evt_1', 'sub_b']]);
+        assert.deepEqual(await ids({ event: 'evt_1', status: 'delivered' }), []);
+      });
+
       stest('the same event again is a duplicate and adds no deliveries', async (store) => {
         await ingest(store, 'evt_1', ['sub_a'], T0);
         const again = ingestItem('evt_1', ['sub_a', 'sub_c'], { event: { body: new TextEncoder().encode('{"changed":true}') } });

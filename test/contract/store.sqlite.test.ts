@@ -6,12 +6,16 @@
  * `writeSchemaVersion` opens a second better-sqlite3 connection on the same file, as a newer release's
  * `webhook-router migrate` would, and records a version this release does not know.
  */
+import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import type { Store } from '../../adapters/store/port.ts';
+import { latestVersion, migrations, render, sqliteWords } from '../../adapters/store/sql/migrations.ts';
 import { createSqliteStore } from '../../adapters/store/sqlite.ts';
+import { T0 } from '../helpers/store.ts';
 import { runStoreContract, type StoreHarness } from './store.contract.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'store-contract-sqlite-'));
@@ -48,3 +52,36 @@ const harness: StoreHarness = {
 };
 
 runStoreContract(harness);
+
+describe('sqlite store specifics', () => {
+  test('a v1 database with data migrates to the latest schema and keeps finding deliveries by event', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'store-upgrade-'));
+    const path = join(dir, 'router.db');
+    const v1 = new Database(path);
+    v1.pragma('journal_mode = WAL');
+    v1.exec('CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)');
+    for (const statement of migrations[0]?.statements ?? []) v1.exec(render(statement, sqliteWords));
+    v1.prepare('INSERT INTO schema_migrations (version, applied_at) VALUES (1, ?)').run(T0);
+    v1.prepare(
+      `INSERT INTO events (id, source, source_kind, dedupe_key, received_at, headers, routing, body, created_at)
+       VALUES ('evt_old', 'github', 'github', 'k', ?, '{}', '{"event":"push"}', x'7b7d', ?)`,
+    ).run(T0, T0);
+    v1.prepare(
+      `INSERT INTO deliveries (id, event_id, event_seq, subscriber_id, status, attempts, cycle, next_attempt_at, created_at, updated_at)
+       VALUES ('dlv_old', 'evt_old', (SELECT seq FROM events WHERE id = 'evt_old'), 'sub_a', 'pending', 0, 1, ?, ?, ?)`,
+    ).run(T0, T0, T0);
+    v1.close();
+
+    const store = createSqliteStore({ kind: 'sqlite', path });
+    try {
+      await store.connect();
+      assert.deepEqual(await store.schemaStatus(), { current: 1, latest: latestVersion });
+      await store.migrate();
+      assert.deepEqual(await store.schemaStatus(), { current: latestVersion, latest: latestVersion });
+      assert.deepEqual((await store.listDeliveries({ event: 'evt_old' }, { limit: 10 })).items.map((d) => d.id), ['dlv_old']);
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -394,7 +394,7 @@ async function requeue(deliveryIds: readonly string[], now: number): Promise<num
         SELECT * FROM deliveries WHERE seq < ${before}
           ${filter.subscriber ? sql`AND subscriber_id = ${filter.subscriber}` : sql``}
           ${filter.status ? sql`AND status = ${filter.status}` : sql``}
-          ${filter.event ? sql`AND event_id = ${filter.event}` : sql``}
+          ${filter.event ? sql`AND event_seq = (SELECT seq FROM events WHERE id = ${filter.event})` : sql``}
           ${filter.since !== undefined ? sql`AND created_at >= ${filter.since}` : sql``}
           ${filter.until !== undefined ? sql`AND created_at < ${filter.until}` : sql``}
         ORDER BY seq DESC LIMIT ${page.limit + 1}`.execute(db);
@@ -495,7 +495,7 @@ async function requeue(deliveryIds: readonly string[], now: number): Promise<num
         const events = affected(
           await sql`
             DELETE FROM events WHERE created_at < ${eventsBefore}
-              AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id)
+              AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = events.seq)
               AND NOT EXISTS (SELECT 1 FROM dedupe_keys k WHERE k.event_id = events.id)`.execute(q),
         );
         return { events, deliveries, deadLetters, dedupeKeys };
