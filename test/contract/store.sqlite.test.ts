@@ -54,7 +54,7 @@ const harness: StoreHarness = {
 runStoreContract(harness);
 
 describe('sqlite store specifics', () => {
-  test('a v1 database with data migrates to the latest schema and keeps finding deliveries by event', async () => {
+  test('a v1 database with data migrates to the latest schema and keeps finding deliveries by event and attempts by delivery', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'store-upgrade-'));
     const path = join(dir, 'router.db');
     const v1 = new Database(path);
@@ -70,6 +70,10 @@ describe('sqlite store specifics', () => {
       `INSERT INTO deliveries (id, event_id, event_seq, subscriber_id, status, attempts, cycle, next_attempt_at, created_at, updated_at)
        VALUES ('dlv_old', 'evt_old', (SELECT seq FROM events WHERE id = 'evt_old'), 'sub_a', 'pending', 0, 1, ?, ?, ?)`,
     ).run(T0, T0, T0);
+    v1.prepare(
+      `INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms, outcome, code, status, response)
+       VALUES ('dlv_old', 1, ?, 12, 'retryable', 'http_5xx', 503, 'busy')`,
+    ).run(T0);
     v1.close();
 
     const store = createSqliteStore({ kind: 'sqlite', path });
@@ -79,6 +83,11 @@ describe('sqlite store specifics', () => {
       await store.migrate();
       assert.deepEqual(await store.schemaStatus(), { current: latestVersion, latest: latestVersion });
       assert.deepEqual((await store.listDeliveries({ event: 'evt_old' }, { limit: 10 })).items.map((d) => d.id), ['dlv_old']);
+      // The attempt recorded under v1 is found through the seq the migration gave it.
+      assert.deepEqual(
+        (await store.getDelivery('dlv_old'))?.attemptLog.map((a) => [a.attempt, a.status, a.response]),
+        [[1, 503, 'busy']],
+      );
     } finally {
       await store.close();
       rmSync(dir, { recursive: true, force: true });

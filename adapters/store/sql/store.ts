@@ -332,18 +332,23 @@ async function requeue(deliveryIds: readonly string[], now: number): Promise<num
       if (all.length === 0) return;
       await transaction(async (q) => {
         // Entries whose lease this owner no longer holds are skipped entirely: no state change and no attempt row.
-        const held = new Set<string>();
+        const held = new Map<string, number | string>(); // delivery id → seq
         for (const part of chunks(all)) {
           const ids = part.map((r) => r.attempt.deliveryId);
-          const { rows } = await sql<{ id: string }>`
-            SELECT id FROM deliveries WHERE lease_owner = ${owner} AND status = 'pending' AND id IN (${sql.join(ids)}) ${forUpdate}`.execute(q);
-          for (const r of rows) held.add(r.id);
+          const { rows } = await sql<{ id: string; seq: number | string }>`
+            SELECT id, seq FROM deliveries WHERE lease_owner = ${owner} AND status = 'pending' AND id IN (${sql.join(ids)}) ${forUpdate}`.execute(q);
+          for (const r of rows) held.set(r.id, r.seq);
         }
         const results = all.filter((r) => held.has(r.attempt.deliveryId));
         if (results.length === 0) return;
         for (const part of chunks(results)) {
-          const attempts = part.map(({ attempt: a }) => sql`(${a.deliveryId}, ${a.attempt}, ${a.startedAt}, ${a.durationMs}, ${a.outcome}, ${a.code ?? null}, ${a.status ?? null}, ${a.response ?? null})`);
-          await sql`INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms, outcome, code, status, response) VALUES ${sql.join(attempts)}`.execute(q);
+          const attempts = part.map(
+            ({ attempt: a }) =>
+              sql`(${a.deliveryId}, ${held.get(a.deliveryId)}, ${a.attempt}, ${a.startedAt}, ${a.durationMs}, ${a.outcome}, ${a.code ?? null}, ${a.status ?? null}, ${a.response ?? null})`,
+          );
+          await sql`
+            INSERT INTO attempts (delivery_id, delivery_seq, attempt, started_at, duration_ms, outcome, code, status, response)
+            VALUES ${sql.join(attempts)}`.execute(q);
         }
         const delivered = results.filter((r) => r.next.status === 'delivered');
         for (const part of chunks(delivered)) {
@@ -410,7 +415,7 @@ async function requeue(deliveryIds: readonly string[], now: number): Promise<num
     async getDelivery(id) {
       const { rows } = await sql<Row>`SELECT * FROM deliveries WHERE id = ${id}`.execute(db);
       if (!rows[0]) return undefined;
-      const log = await sql<Row>`SELECT * FROM attempts WHERE delivery_id = ${id} ORDER BY seq`.execute(db);
+      const log = await sql<Row>`SELECT * FROM attempts WHERE delivery_seq = ${rows[0].seq} ORDER BY seq`.execute(db);
       return { ...toDelivery(rows[0]), attemptLog: log.rows.map(toAttempt) };
     },
 
@@ -487,8 +492,8 @@ async function requeue(deliveryIds: readonly string[], now: number): Promise<num
         const dedupeKeys = affected(await sql`DELETE FROM dedupe_keys WHERE expires_at < ${now}`.execute(q));
         // A dead delivery stays (with its attempts, and so its event) while its dead letter is kept: it can be replayed.
         const unreferenced = sql`NOT EXISTS (SELECT 1 FROM dead_letters l WHERE l.delivery_id = deliveries.id)`;
-        await sql`DELETE FROM attempts WHERE delivery_id IN (
-          SELECT id FROM deliveries WHERE updated_at < ${eventsBefore} AND status <> 'pending' AND ${unreferenced})`.execute(q);
+        await sql`DELETE FROM attempts WHERE delivery_seq IN (
+          SELECT seq FROM deliveries WHERE updated_at < ${eventsBefore} AND status <> 'pending' AND ${unreferenced})`.execute(q);
         const deliveries = affected(
           await sql`DELETE FROM deliveries WHERE updated_at < ${eventsBefore} AND status <> 'pending' AND ${unreferenced}`.execute(q),
         );
