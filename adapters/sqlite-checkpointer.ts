@@ -34,6 +34,7 @@ function thread(onError: (err: Error) => void): Shared {
     if (reply.error === undefined) w?.resolve();
     else w?.reject(new Error(`cannot checkpoint: ${reply.error}`));
   });
+  // The thread's own failure goes to whoever started it; each file's failure to open goes to its own caller.
   worker.on('error', onError);
   worker.on('exit', () => {
     current.exited = true;

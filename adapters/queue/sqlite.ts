@@ -8,10 +8,11 @@
  * commit survives power loss; with `normal`, a process crash.
  *
  * SQLite's automatic WAL checkpoint would run on the committing connection and hold every commit (measured at 30–50 %
- * of ingest throughput, shared/reference/performance.md). It is turned off, and a second thread with its own
- * connection checkpoints instead (../sqlite-checkpointer.ts), keeping the WAL near `WAL_LIMIT_BYTES`.
+ * of ingest throughput, shared/reference/performance.md). It is turned off, and the process's checkpointer thread
+ * checkpoints instead, from a connection of its own (../sqlite-checkpointer.ts), keeping the WAL near
+ * `WAL_LIMIT_BYTES`.
  *
- * Message states, all in one row:
+ * Message states, all in one row of `queue_entries` (the body sits in `queue_bodies`, see sqlite-thread.ts):
  *
  *   published ──claim──▶ leased (visible_at = now + visibilityTimeout, lease = token)
  *       ▲                   │ ack ─────────▶ deleted
