@@ -6,6 +6,12 @@
 import { Worker } from 'node:worker_threads';
 import type { CheckpointerOptions, CheckpointerReply, CheckpointerRequest } from './sqlite-checkpointer-thread.ts';
 
+/**
+ * Where the checkpointer rewinds a file's WAL, and what the writing connection cuts the file back to afterwards
+ * (its `journal_size_limit`): the same for the queue and the store.
+ */
+export const WAL_LIMIT_BYTES = 64 * 1024 * 1024;
+
 export interface Checkpointer {
   /** Resolves once the thread has the file open; rejects when it could not open it. */
   readonly ready: Promise<void>;

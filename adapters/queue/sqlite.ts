@@ -32,7 +32,7 @@ import { RouterError } from '../../src/errors.ts';
 import { type Logger, silentLogger } from '../../src/logger.ts';
 import type { QueueAdapter, QueueCapabilities, QueueConsumer, QueueDelivery, ReceiveOptions } from './port.ts';
 import { type Packed, pack } from './pack.ts';
-import { type Checkpointer, startCheckpointer } from '../sqlite-checkpointer.ts';
+import { type Checkpointer, startCheckpointer, WAL_LIMIT_BYTES } from '../sqlite-checkpointer.ts';
 import { ThreadLink } from '../thread-link.ts';
 import type { Claimed, ClaimedRow, PostedWrite, ThreadOptions, ThreadRequest, WriteOp } from './sqlite-thread.ts';
 import { Waiters } from './waiters.ts';
@@ -45,8 +45,6 @@ interface PendingWrite {
   reject: (err: unknown) => void;
 }
 
-/** Where the checkpointer rewinds the WAL, and what the writing connection cuts the file back to afterwards. */
-const WAL_LIMIT_BYTES = 64 * 1024 * 1024; // 64 MiB
 
 type Request = ThreadRequest extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
 

@@ -7,8 +7,8 @@
  * the end-to-end benchmark COMMIT alone took a quarter of the main thread. A whole call, transaction included, runs
  * on the thread in one go; the event loop only pays for the message and a structured copy of the data.
  *
- * The WAL is checkpointed by the process's checkpointer thread (../sqlite-checkpointer.ts), from the first answered
- * call (the thread has opened the file by then) until close().
+ * The WAL is checkpointed by the process's checkpointer thread (../sqlite-checkpointer.ts), from the moment the
+ * store thread has opened the file (its first ping is answered) until close().
  */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -16,7 +16,7 @@ import { Worker } from 'node:worker_threads';
 import type { StoreConfig } from '../../config/schema.ts';
 import { type RouterErrorCode, RouterError } from '../../src/errors.ts';
 import type { Store } from './port.ts';
-import { type Checkpointer, startCheckpointer } from '../sqlite-checkpointer.ts';
+import { type Checkpointer, startCheckpointer, WAL_LIMIT_BYTES } from '../sqlite-checkpointer.ts';
 import { type ReplyError, ThreadLink } from '../thread-link.ts';
 import type { StoreMethod, StoreThreadOptions, ThreadRequest } from './sqlite-thread.ts';
 
@@ -24,7 +24,6 @@ export type SqliteStoreConfig = Extract<StoreConfig, { kind: 'sqlite' }>;
 
 /** As the queue's default: short, so that each checkpoint's copy and fsync of the database file stay small. */
 const CHECKPOINT_INTERVAL_MS = 50;
-const WAL_LIMIT_BYTES = 64 * 1024 * 1024;
 
 /** Every method of the port, forwarded as is; a record, so a method missing here is a compile error. */
 const methods = Object.keys({
@@ -50,6 +49,17 @@ export function createSqliteStore(config: SqliteStoreConfig): Store {
       toError: threadError,
       gone: (cause) => new RouterError('ROUTER_ERR_STORE_UNAVAILABLE', `sqlite store thread stopped: ${cause.message}`, { cause }),
     });
+    // The checkpointer reads the file's page size when it opens it, so it starts once the thread has the file open.
+    void link.call({ method: 'ping', args: [] } satisfies Omit<ThreadRequest, 'id'>).then(
+      () => {
+        if (closed) return;
+        // A checkpointer that cannot open the file only lets the WAL grow; the store itself goes on.
+        checkpointer = startCheckpointer({ path: config.path, intervalMs: CHECKPOINT_INTERVAL_MS, walLimitBytes: WAL_LIMIT_BYTES }, (err) =>
+          process.emitWarning(`sqlite store checkpointer: ${err.message}`),
+        );
+      },
+      () => {}, // the same failure reaches the caller of the first call
+    );
     return link;
   }
 
@@ -60,20 +70,7 @@ export function createSqliteStore(config: SqliteStoreConfig): Store {
     } catch (err) {
       return Promise.reject(new RouterError('ROUTER_ERR_STORE_UNAVAILABLE', `cannot open sqlite store at ${config.path}`, { cause: err }));
     }
-    const answer = l.call({ method, args } satisfies Omit<ThreadRequest, 'id'>);
-    if (!checkpointer) {
-      void answer.then(
-        () => {
-          if (closed || checkpointer) return;
-          // A checkpointer that cannot open the file only lets the WAL grow; the store itself goes on.
-          checkpointer = startCheckpointer({ path: config.path, intervalMs: CHECKPOINT_INTERVAL_MS, walLimitBytes: WAL_LIMIT_BYTES }, (err) =>
-            process.emitWarning(`sqlite store checkpointer: ${err.message}`),
-          );
-        },
-        () => {},
-      );
-    }
-    return answer;
+    return l.call({ method, args } satisfies Omit<ThreadRequest, 'id'>);
   }
 
   const store = { kind: 'sqlite' } as Record<string, unknown>;
