@@ -13,6 +13,8 @@
  *   schema or database named per call). `make({ migrated: false })` skips the migration.
  * - `writeSchemaVersion(store, v)`, when the backend can do it, records schema version `v` behind the store's back
  *   (what a newer release's `migrate` would leave). Without it the "newer schema is refused" case is skipped.
+ * - `writeSchemaV1(store)` writes the backend's oldest schema with V1_FIXTURE's event, delivery and attempt in it
+ *   (the SQL stores: sqlSchemaV1()), into a store made with `migrated: false`. Without it the upgrade case is skipped.
  * - The suite closes every store after its test; `close({ passed })` runs once at the end. Keep failing state (temp
  *   dirs, schemas) when `passed` is false.
  */
@@ -31,6 +33,7 @@ import {
   randomBody,
   sorted,
   T0,
+  V1_FIXTURE,
 } from '../helpers/store.ts';
 
 export interface StoreHarness {
@@ -40,6 +43,8 @@ export interface StoreHarness {
   make(options?: { migrated?: boolean }): Promise<Store>;
   /** Records schema version `version` in the store's database behind its back (a newer release migrated it). */
   writeSchemaVersion?(store: Store, version: number): Promise<void>;
+  /** Writes the backend's oldest schema, holding V1_FIXTURE's rows, behind the store's back (see above). */
+  writeSchemaV1?(store: Store): Promise<void>;
   /** After the whole suite. `passed: false` keeps failing state around for inspection. */
   close(result: { passed: boolean }): Promise<void>;
 }
@@ -199,6 +204,25 @@ export function runStoreContract(h: StoreHarness): void {
           });
         },
         { skip: h.writeSchemaVersion ? false : `harness ${h.name} cannot write a schema version behind the store's back` },
+      );
+
+      stest(
+        'a database at schema v1 with data migrates to the latest version and keeps finding its deliveries and attempts',
+        async (store) => {
+          await h.writeSchemaV1?.(store);
+          const { latest } = await store.schemaStatus();
+          assert.deepEqual(await store.schemaStatus(), { current: 1, latest });
+          assert.deepEqual(await store.migrate(), { current: latest, latest });
+          const { eventId, subscriberId, attempt } = V1_FIXTURE;
+          const deliveryId = deliveryIdFor(eventId, subscriberId);
+          assert.deepEqual((await store.listDeliveries({ event: eventId }, { limit: 10 })).items.map((d) => d.id), [deliveryId]);
+          assert.deepEqual(
+            (await mustGet(store, deliveryId)).attemptLog.map((a) => ({ attempt: a.attempt, status: a.status, response: a.response })),
+            [attempt],
+            'the attempt written at v1 is found through its delivery',
+          );
+        },
+        { migrated: false, skip: h.writeSchemaV1 ? false : `harness ${h.name} cannot write an old schema behind the store's back` },
       );
     });
 

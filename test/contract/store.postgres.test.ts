@@ -6,8 +6,10 @@
 import pg from 'pg';
 import type { Store } from '../../adapters/store/port.ts';
 import { createPostgresStore } from '../../adapters/store/postgres.ts';
+import { postgresWords } from '../../adapters/store/sql/migrations.ts';
 import { Store as StoreConfig } from '../../config/schema.ts';
 import { backendAvailable, env } from '../helpers/backends.ts';
+import { sqlSchemaV1 } from '../helpers/store.ts';
 import { runStoreContract, type StoreHarness } from './store.contract.ts';
 
 const prefix = `wr_store_${process.pid}_`;
@@ -48,6 +50,17 @@ const harness: StoreHarness = {
     const schema = schemas.get(store);
     if (!schema) throw new Error('not a store from this harness');
     await admin((c) => c.query(`INSERT INTO "${schema}".schema_migrations (version, applied_at) VALUES ($1, $2)`, [version, Date.now()]));
+  },
+
+  async writeSchemaV1(store) {
+    const schema = schemas.get(store);
+    if (!schema) throw new Error('not a store from this harness');
+    await admin(async (c) => {
+      await c.query('BEGIN');
+      await c.query(`SET LOCAL search_path TO "${schema}"`);
+      for (const statement of sqlSchemaV1(postgresWords)) await c.query(statement);
+      await c.query('COMMIT');
+    });
   },
 
   async close({ passed }) {

@@ -13,6 +13,7 @@ import type {
   NewDelivery,
   NewSubscriber,
 } from '../../adapters/store/port.ts';
+import { migrations, render, type SqlDialectWords } from '../../adapters/store/sql/migrations.ts';
 import { SubscriberSpec } from '../../src/subscribers/model.ts';
 
 export { deliveryIdFor };
@@ -103,4 +104,30 @@ export function plain<T>(value: T): unknown {
 
 export function sorted(values: Iterable<string>): string[] {
   return [...values].sort();
+}
+
+/** What the store contract's upgrade test expects to find after migrating a database written at schema v1. */
+export const V1_FIXTURE = { eventId: 'evt_v1', subscriberId: 'sub_v1', attempt: { attempt: 1, status: 503, response: 'busy' } } as const;
+
+/**
+ * A SQL database as release 1 (schema v1) left it, with one event, its delivery and one attempt of it: the
+ * statements the SQL harnesses run behind the store's back for the upgrade test. Written with v1's own DDL, so
+ * later migrations have real rows to carry over.
+ */
+export function sqlSchemaV1(words: SqlDialectWords): string[] {
+  const v1 = migrations.find((m) => m.version === 1);
+  if (!v1) throw new Error('no migration v1');
+  const { eventId, subscriberId, attempt } = V1_FIXTURE;
+  const deliveryId = deliveryIdFor(eventId, subscriberId);
+  return [
+    `CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at ${words.bigint} NOT NULL)`,
+    ...v1.statements.map((statement) => render(statement, words)),
+    `INSERT INTO schema_migrations (version, applied_at) VALUES (1, ${T0})`,
+    `INSERT INTO events (id, source, source_kind, dedupe_key, received_at, headers, routing, body, created_at)
+     VALUES ('${eventId}', 'github', 'github', 'k1', ${T0}, '{}', '{"event":"push"}', CAST('{}' AS ${words.blob}), ${T0})`,
+    `INSERT INTO deliveries (id, event_id, event_seq, subscriber_id, status, attempts, cycle, next_attempt_at, created_at, updated_at)
+     SELECT '${deliveryId}', id, seq, '${subscriberId}', 'pending', 1, 1, ${T0}, ${T0}, ${T0} FROM events WHERE id = '${eventId}'`,
+    `INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms, outcome, code, status, response)
+     VALUES ('${deliveryId}', ${attempt.attempt}, ${T0}, 12, 'retryable', 'http_5xx', ${attempt.status}, '${attempt.response}')`,
+  ];
 }
