@@ -6,7 +6,7 @@
  *                           [--synchronous full|normal] [--target router|bare] [--cpu-prof DIR] [--label TEXT]
  *
  * For each run: a fresh temp directory with a YAML config (one github source, SQLite queue, 127.0.0.1 ports,
- * log level warn), the receiver started as `taskset -c 0 node src/main.ts receiver --config <tmp>`, /readyz awaited,
+ * log level warn), the receiver started as `taskset -c 0 node --max-semi-space-size=8 src/main.ts receiver --config <tmp>`, /readyz awaited,
  * then `taskset -c 1 node benchmarks/ingest/load.ts …` (autocannon: warm-up, then the measured run). Afterwards the
  * receiver gets SIGTERM (SIGKILL if it does not stop in time) and the queue's rows are counted read-only: every 202
  * must be a row, so the throughput is of durable writes. Prints one line per run, the median (min–max) over runs as
@@ -347,7 +347,8 @@ async function oneRun(run: number): Promise<RunResult> {
     const configPath = join(dir, 'config.yaml');
     writeFileSync(configPath, stringify(config), { mode: 0o600 });
     if (cpuProfDir) mkdirSync(cpuProfDir, { recursive: true });
-    const nodeArgs = [...(cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : []), 'src/main.ts', 'receiver', '--config', configPath];
+    // --max-semi-space-size=8: the V8 flag of the bin's shebang and of `npm start`, so the receiver runs as it ships.
+    const nodeArgs = [...(cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : []), '--max-semi-space-size=8', 'src/main.ts', 'receiver', '--config', configPath];
     server = track(spawn('taskset', ['-c', serverCpu, process.execPath, ...nodeArgs], { cwd: repo, env: cleanEnv(), stdio: ['ignore', logFd, logFd] }));
     readyUrl = `http://127.0.0.1:${management}/readyz`;
     metricsUrl = `http://127.0.0.1:${management}/metrics`;
