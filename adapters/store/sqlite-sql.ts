@@ -5,12 +5,13 @@
  */
 import Database from 'better-sqlite3';
 import { Kysely, type SqliteDatabase, SqliteDialect, type SqliteStatement, sql } from 'kysely';
+import { WAL_LIMIT_BYTES } from '../sqlite-checkpointer.ts';
 import type { Store } from './port.ts';
 import { sqliteWords } from './sql/migrations.ts';
 import { createSqlStore } from './sql/store.ts';
 
 /** Opens the store's file as the store thread needs it: WAL, durable commits, checkpoints left to the checkpointer. */
-export function openSqliteStoreFile(path: string, walLimitBytes: number): Database.Database {
+export function openSqliteStoreFile(path: string): Database.Database {
   const database = new Database(path);
   database.pragma('busy_timeout = 5000');
   database.pragma('journal_mode = WAL');
@@ -18,7 +19,7 @@ export function openSqliteStoreFile(path: string, walLimitBytes: number): Databa
   database.pragma('synchronous = FULL');
   database.pragma('wal_autocheckpoint = 0');
   // When a checkpoint has rewound the WAL, the next commit cuts the file back to this size.
-  database.pragma(`journal_size_limit = ${walLimitBytes}`);
+  database.pragma(`journal_size_limit = ${WAL_LIMIT_BYTES}`);
   return database;
 }
 

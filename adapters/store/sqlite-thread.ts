@@ -19,17 +19,15 @@ export type ThreadRequest = { readonly id: number; readonly method: StoreMethod;
 
 export interface StoreThreadOptions {
   readonly path: string;
-  /** When a checkpoint has rewound the WAL, the next commit cuts the file back to this size. */
-  readonly walLimitBytes: number;
 }
 
-const { path, walLimitBytes } = workerData as StoreThreadOptions;
+const { path } = workerData as StoreThreadOptions;
 const port = parentPort;
 if (!port) throw new Error('sqlite-thread.ts runs only as a worker thread');
 
 const store = createSqliteSqlStore(() => {
   try {
-    return openSqliteStoreFile(path, walLimitBytes);
+    return openSqliteStoreFile(path);
   } catch (err) {
     throw new RouterError('ROUTER_ERR_STORE_UNAVAILABLE', `cannot open sqlite store at ${path}`, { cause: err });
   }

@@ -44,7 +44,7 @@ export function createSqliteStore(config: SqliteStoreConfig): Store {
   function start(): ThreadLink {
     if (link) return link;
     mkdirSync(dirname(config.path), { recursive: true });
-    const workerData: StoreThreadOptions = { path: config.path, walLimitBytes: WAL_LIMIT_BYTES };
+    const workerData: StoreThreadOptions = { path: config.path };
     link = new ThreadLink(new Worker(new URL('./sqlite-thread.ts', import.meta.url), { workerData }), {
       toError: threadError,
       gone: (cause) => new RouterError('ROUTER_ERR_STORE_UNAVAILABLE', `sqlite store thread stopped: ${cause.message}`, { cause }),

@@ -19,7 +19,6 @@ import Database from 'better-sqlite3';
 import { deliveryIdFor } from '../../adapters/store/ids.ts';
 import type { IngestItem } from '../../adapters/store/port.ts';
 import { createSqliteSqlStore, openSqliteStoreFile } from '../../adapters/store/sqlite-sql.ts';
-import { WAL_LIMIT_BYTES } from '../../adapters/sqlite-checkpointer.ts';
 import { eventIdFor } from '../../src/receiver/receiver.ts';
 
 const { values: args } = parseArgs({
@@ -44,7 +43,7 @@ try {
   const fresh = new Database(path);
   fresh.pragma(`page_size = ${Number(args['page-size'])}`);
   fresh.close();
-  const store = createSqliteSqlStore(() => openSqliteStoreFile(path, WAL_LIMIT_BYTES));
+  const store = createSqliteSqlStore(() => openSqliteStoreFile(path));
   await store.migrate();
   if (args.alter) {
     const side = new Database(path);
