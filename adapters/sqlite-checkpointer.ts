@@ -31,7 +31,7 @@ let nextId = 1;
 
 function thread(onError: (err: Error) => void): Shared {
   if (shared) return shared;
-  const worker = new Worker(new URL('./sqlite-checkpointer-thread.ts', import.meta.url));
+  const worker = new Worker(new URL('./sqlite-checkpointer-thread.ts', import.meta.url), { name: 'sqlite-checkpt' });
   const current: Shared = { worker, waiting: new Map(), files: 0, exited: false };
   worker.on('message', (reply: CheckpointerReply) => {
     const w = current.waiting.get(reply.id);

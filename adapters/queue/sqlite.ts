@@ -182,6 +182,7 @@ export function createSqliteQueue(config: SqliteQueueConfig, deps: { logger?: Lo
   async function open(): Promise<void> {
     mkdirSync(dirname(config.path), { recursive: true });
     const worker = new Worker(new URL('./sqlite-thread.ts', import.meta.url), {
+      name: 'sqlite-queue',
       workerData: { path: config.path, synchronous: config.synchronous, walLimitBytes: WAL_LIMIT_BYTES } satisfies ThreadOptions,
     });
     const link = new ThreadLink(worker, {

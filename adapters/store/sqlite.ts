@@ -45,7 +45,7 @@ export function createSqliteStore(config: SqliteStoreConfig): Store {
     if (link) return link;
     mkdirSync(dirname(config.path), { recursive: true });
     const workerData: StoreThreadOptions = { path: config.path };
-    link = new ThreadLink(new Worker(new URL('./sqlite-thread.ts', import.meta.url), { workerData }), {
+    link = new ThreadLink(new Worker(new URL('./sqlite-thread.ts', import.meta.url), { name: 'sqlite-store', workerData }), {
       toError: threadError,
       gone: (cause) => new RouterError('ROUTER_ERR_STORE_UNAVAILABLE', `sqlite store thread stopped: ${cause.message}`, { cause }),
     });
