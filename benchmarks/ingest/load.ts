@@ -17,13 +17,15 @@
  *   arrives as a burst at full speed at the start of every second, and the latency percentiles are those of that
  *   burst (recorded raw, ignoreCoordinatedOmission). `--pacer uniform` instead issues the due requests every
  *   millisecond on an undici Pool (open loop, latency from the time each request was due): latency at a steady load.
- * - With `--server-pid`, the receiver's CPU time (utime + stime from /proc, all threads and the main thread alone) is
- *   read right before and after the measured run.
+ * - With `--server-pid`, the receiver's CPU time (utime + stime from /proc) is read right before and after the
+ *   measured run: the whole process, the main thread, and each thread name (the router names its SQLite threads;
+ *   V8's helpers share one name and are summed). A thread that starts or ends during the run is left out of the
+ *   per-name figures.
  * - Only 127.0.0.1/localhost/::1 URLs are accepted, and the run ends by itself after warm-up + duration.
  */
 import { randomUUID } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
@@ -228,14 +230,32 @@ async function pacedPhase(seconds: number, perSecond: number): Promise<Phase> {
   };
 }
 
-/** utime + stime in clock ticks, for the whole process and for its main thread. */
-function cpuTicks(pid: number): { total: number; main: number } {
+/** utime + stime in clock ticks: the whole process and each of its threads (by id, with its name). */
+function cpuTicks(pid: number): { total: number; threads: Map<string, { name: string; ticks: number }> } {
   const read = (path: string) => {
     const stat = readFileSync(path, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields[0] is field 3 (state)
     return Number(fields[11]) + Number(fields[12]); // fields 14 (utime) and 15 (stime)
   };
-  return { total: read(`/proc/${pid}/stat`), main: read(`/proc/${pid}/task/${pid}/stat`) };
+  const threads = new Map<string, { name: string; ticks: number }>();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      threads.set(tid, { name: readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim(), ticks: read(`/proc/${pid}/task/${tid}/stat`) });
+    } catch {
+      // the thread ended between the listing and the read
+    }
+  }
+  return { total: read(`/proc/${pid}/stat`), threads };
+}
+
+/** CPU seconds per thread name between two readings, for the threads present in both. */
+function secondsByThreadName(before: ReturnType<typeof cpuTicks>, after: ReturnType<typeof cpuTicks>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [tid, a] of after.threads) {
+    const b = before.threads.get(tid);
+    if (b?.name === a.name) out[a.name] = (out[a.name] ?? 0) + (a.ticks - b.ticks) / clockTicks;
+  }
+  return out;
 }
 
 /** Ticks of one CPU from /proc/stat: tasks (user + nice + system), interrupts (irq + softirq), steal, all. */
@@ -265,7 +285,9 @@ const cpu =
   before && after
     ? {
         seconds: (after.total - before.total) / clockTicks,
-        mainThreadSeconds: (after.main - before.main) / clockTicks,
+        // The main thread's id is the process's.
+        mainThreadSeconds: ((after.threads.get(String(serverPid))?.ticks ?? 0) - (before.threads.get(String(serverPid))?.ticks ?? 0)) / clockTicks,
+        threadSeconds: secondsByThreadName(before, after),
         wallSeconds: wallSec,
       }
     : undefined;
@@ -298,6 +320,8 @@ process.stdout.write(
           ...cpu,
           usPerAccepted: measured.accepted > 0 ? (cpu.seconds * 1e6) / measured.accepted : null,
           mainThreadUsPerAccepted: measured.accepted > 0 ? (cpu.mainThreadSeconds * 1e6) / measured.accepted : null,
+          threadUsPerAccepted:
+            measured.accepted > 0 ? Object.fromEntries(Object.entries(cpu.threadSeconds).map(([name, s]) => [name, (s * 1e6) / measured.accepted])) : null,
           utilisation: cpu.seconds / wallSec,
         }
       : null,

@@ -189,6 +189,15 @@ function cleanEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
+/** `MainThread 97, sqlite-queue 37, …`: the threads that used at least 1 µs per request, busiest first. */
+function byThread(us: Record<string, number>): string {
+  return Object.entries(us)
+    .filter(([, v]) => v >= 1)
+    .sort((a, b) => b[1] - a[1])
+    .map(([name, v]) => `${name} ${fmt(v)}`)
+    .join(', ');
+}
+
 function tail(path: string, lines = 20): string {
   try {
     return readFileSync(path, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
@@ -214,7 +223,15 @@ interface LoadResult {
   acceptedPerSec: number;
   generatorUtilisation: number;
   serverCore: { otherTasks: number | null; irq: number; steal: number } | null;
-  cpu: { seconds: number; mainThreadSeconds: number; usPerAccepted: number | null; mainThreadUsPerAccepted: number | null; utilisation: number } | null;
+  cpu: {
+    seconds: number;
+    mainThreadSeconds: number;
+    usPerAccepted: number | null;
+    mainThreadUsPerAccepted: number | null;
+    /** Per thread name (the router's SQLite threads are named; V8's helpers summed under one). */
+    threadUsPerAccepted: Record<string, number> | null;
+    utilisation: number;
+  } | null;
 }
 /** What the receiver's own /metrics says about its event loop and GC (whole process life, warm-up included). */
 interface ServerMetrics {
@@ -445,6 +462,7 @@ for (let i = 1; results.length < runs && i <= runs * 3; i++) {
     `${noisy ? `DISCARDED (other tasks on CPU ${serverCpu} ${fmt(other * 100)} % > ${maxOther} %) ` : ''}run ${i}: ${fmt(r.acceptedPerSec)} accepted/s (${fmt(m.accepted)} × 202 in ${fmt(m.seconds, 2)} s), non-2xx ${m.non2xx}, errors ${m.errors}, ` +
       `p50 ${fmt(m.latencyMs.p50, 1)} ms, p99 ${fmt(m.latencyMs.p99, 1)} ms, p99.9 ${fmt(m.latencyMs.p99_9, 1)} ms, max ${fmt(m.latencyMs.max, 1)} ms` +
       (r.cpu ? `, server CPU ${fmt(r.cpu.usPerAccepted ?? 0)} µs/accepted (main thread ${fmt(r.cpu.mainThreadUsPerAccepted ?? 0)}), ${fmt(r.cpu.utilisation * 100)} % of a core` : '') +
+      (r.cpu?.threadUsPerAccepted ? ` [by thread, µs/accepted: ${byThread(r.cpu.threadUsPerAccepted)}]` : '') +
       `, generator ${fmt(r.generatorUtilisation * 100)} % of a core` +
       (r.serverCore ? `; other load on CPU ${serverCpu}: tasks ${fmt((r.serverCore.otherTasks ?? 0) * 100)} %, irq ${fmt(r.serverCore.irq * 100)} %, steal ${fmt(r.serverCore.steal * 100)} %` : '') +
       (r.serverMetrics
