@@ -10,7 +10,11 @@
  *   setupRequest. GitHub signs only the body, so one signature is valid for every request, and no request is a repeat
  *   that the receiver's recent-keys hint would answer with 200.
  * - A warm-up run (same shape, not reported as the result) precedes the measured run. Both are counted, because both
- *   write to the queue: run.ts checks the queue's row count against every 202.
+ *   write to the queue: run.ts checks the queue's row count against every 202. With `--pacer uniform` the warm-up is
+ *   autocannon's closed loop at the same rate instead: a cold receiver falls behind an open-loop pacer, and the
+ *   backlog it built (up to 300 ms of requests at 4,000/s after a 2 s warm-up) was still draining during the first
+ *   1.5 s of the measured run, which then set its p99. A closed loop has at most `connections` requests out when it
+ *   ends.
  * - `--rate N` (default pacer `autocannon`) is autocannon's `overallRate`: N requests per second spread over the
  *   connections. Note how autocannon paces (lib/httpClient.js): each connection sends back to back until it has used
  *   its share for the current second, then waits for the next one-second tick. So the average is N/s, but the load
@@ -268,7 +272,7 @@ function coreTicks(cpu: number): { tasks: number; irq: number; steal: number; to
 
 const clockTicks = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
 
-const warm = warmup > 0 ? await phase(warmup) : undefined;
+const warm = warmup > 0 ? await autocannonPhase(warmup) : undefined;
 const before = serverPid ? cpuTicks(serverPid) : undefined;
 const coreBefore = serverCpu === undefined ? undefined : coreTicks(serverCpu);
 const started = process.hrtime.bigint();
