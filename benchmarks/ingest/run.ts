@@ -3,7 +3,7 @@
  * 202 after a durable SQLite commit, and at what latency. See benchmarks/README.md for the method.
  *
  *   npm run bench:ingest -- [--connections 100] [--rate N [--pacer autocannon|uniform]] [--runs 3] [--warmup 3] [--duration 10]
- *                           [--synchronous full|normal] [--target router|bare] [--cpu-prof DIR] [--label TEXT]
+ *                           [--synchronous full|normal] [--target router|bare|both] [--cpu-prof DIR] [--label TEXT]
  *
  * For each run: a fresh temp directory with a YAML config (one github source, SQLite queue, 127.0.0.1 ports,
  * log level warn), the receiver started as `taskset -c 0 node --max-semi-space-size=8 src/main.ts receiver --config <tmp>`, /readyz awaited,
@@ -11,6 +11,11 @@
  * receiver gets SIGTERM (SIGKILL if it does not stop in time) and the queue's rows are counted read-only: every 202
  * must be a row, so the throughput is of durable writes. Prints one line per run, the median (min–max) over runs as
  * a markdown table row for benchmarks/RESULTS.md, and the exact command.
+ *
+ * `--target both` makes each run a pair, the bare receiver (bare.ts) and then the router, one right after the other,
+ * and reports the router's accepted/s as a share of the bare receiver's in each pair: on a host whose speed drifts
+ * (identical runs have differed by 40 % within an hour) that ratio, not either figure alone, is what compares with
+ * the target's 10,000 of about 16,000/s. A pair with a noisy run is discarded whole.
  *
  * Bounded: at most 20 runs of at most 300 s, traffic to 127.0.0.1 only, every child killed by PID at the end, on
  * error and on Ctrl-C.
@@ -69,8 +74,10 @@ function int(name: string, value: string | undefined, min: number, max: number):
   return n;
 }
 
-const target = args.target;
-if (target !== 'router' && target !== 'bare') throw new Error('--target must be router or bare');
+type Target = 'router' | 'bare';
+const targetArg = args.target;
+if (targetArg !== 'router' && targetArg !== 'bare' && targetArg !== 'both') throw new Error('--target must be router, bare or both');
+const targets: readonly Target[] = targetArg === 'both' ? ['bare', 'router'] : [targetArg];
 const synchronous = args.synchronous;
 if (synchronous !== 'full' && synchronous !== 'normal') throw new Error('--synchronous must be full or normal');
 const connections = int('connections', args.connections, 1, 2_000);
@@ -332,7 +339,7 @@ async function waitQuiet(): Promise<number> {
 
 const body = buildPushBody(bodyBytes);
 
-async function oneRun(run: number): Promise<RunResult> {
+async function oneRun(run: number, target: Target): Promise<RunResult> {
   const dir = mkdtempSync(join(baseDir, 'wr-bench-'));
   const secret = randomBytes(20).toString('hex');
   const bodyFile = join(dir, 'body.json');
@@ -434,32 +441,45 @@ const fmt = (n: number, digits = 0) => n.toLocaleString('en-US', { minimumFracti
 const spread = (xs: number[], digits = 0) =>
   xs.length === 1 ? fmt(xs[0] as number, digits) : `${fmt(median(xs), digits)} (${fmt(Math.min(...xs), digits)}–${fmt(Math.max(...xs), digits)})`;
 
-function describe(): string {
+function describe(target: Target): string {
   const parts = [target === 'router' ? `router, SQLite sync=${synchronous}` : 'bare node:http (no store)'];
   if (batchWindowMs !== undefined) parts.push(`window ${batchWindowMs} ms`);
   if (batchMaxItems !== undefined) parts.push(`max ${batchMaxItems}`);
   if (checkpointIntervalMs !== undefined) parts.push(`checkpoint every ${fmt(checkpointIntervalMs)} ms`);
   parts.push(rate ? `rate ${fmt(rate)}/s (${pacer === 'uniform' ? 'uniform pacing' : 'autocannon overallRate'})` : 'saturation');
-  return args.label ?? parts.join(', ');
+  return (targets.length === 1 ? args.label : undefined) ?? parts.join(', ');
 }
 
 const command = `node benchmarks/ingest/run.ts ${process.argv.slice(2).join(' ')}`.trim();
 process.stderr.write(
-  `ingest benchmark of ${target === 'router' ? repo : 'bare.ts'}: ${describe()}; ${connections} connections, ${warmup} s warm-up + ${duration} s, ${runs} run(s), ` +
+  `ingest benchmark of ${targets.map((t) => (t === 'router' ? repo : 'bare.ts')).join(' and ')}: ${targets.map(describe).join(' / ')}; ${connections} connections, ${warmup} s warm-up + ${duration} s, ${runs} run(s), ` +
     `${body.length} B push body; server on CPU ${serverCpu}, load on CPU ${loadCpu}\n`,
 );
 
-const results: RunResult[] = [];
+const resultsBy = new Map<Target, RunResult[]>(targets.map((t) => [t, []]));
 const discarded: RunResult[] = [];
-for (let i = 1; results.length < runs && i <= runs * 3; i++) {
-  await waitQuiet();
-  const r = await oneRun(i);
-  const other = r.serverCore?.otherTasks ?? 0;
-  const noisy = maxOther !== undefined && other * 100 > maxOther;
-  (noisy ? discarded : results).push(r);
+for (let i = 1; (resultsBy.get(targets[0] as Target) as RunResult[]).length < runs && i <= runs * 3; i++) {
+  const pair: { target: Target; r: RunResult; other: number }[] = [];
+  for (const target of targets) {
+    await waitQuiet();
+    const r = await oneRun(i, target);
+    pair.push({ target, r, other: r.serverCore?.otherTasks ?? 0 });
+  }
+  const noisy = maxOther !== undefined && pair.some((p) => p.other * 100 > maxOther);
+  for (const { target, r, other } of pair) {
+    (noisy ? discarded : (resultsBy.get(target) as RunResult[])).push(r);
+    report(i, target, r, noisy, other);
+  }
+  if (!noisy && pair.length === 2) {
+    const [bare, router] = pair.map((p) => p.r.acceptedPerSec) as [number, number];
+    process.stderr.write(`pair ${i}: router ${fmt(router)}/s ÷ bare ${fmt(bare)}/s = ${fmt((router / bare) * 100)} %\n`);
+  }
+}
+
+function report(i: number, target: Target, r: RunResult, noisy: boolean, other: number): void {
   const m = r.measured;
   process.stderr.write(
-    `${noisy ? `DISCARDED (other tasks on CPU ${serverCpu} ${fmt(other * 100)} % > ${maxOther} %) ` : ''}run ${i}: ${fmt(r.acceptedPerSec)} accepted/s (${fmt(m.accepted)} × 202 in ${fmt(m.seconds, 2)} s), non-2xx ${m.non2xx}, errors ${m.errors}, ` +
+    `${noisy ? `DISCARDED (other tasks on CPU ${serverCpu} ${fmt(other * 100)} % > ${maxOther} %) ` : ''}run ${i}${targets.length > 1 ? ` (${target})` : ''}: ${fmt(r.acceptedPerSec)} accepted/s (${fmt(m.accepted)} × 202 in ${fmt(m.seconds, 2)} s), non-2xx ${m.non2xx}, errors ${m.errors}, ` +
       `p50 ${fmt(m.latencyMs.p50, 1)} ms, p99 ${fmt(m.latencyMs.p99, 1)} ms, p99.9 ${fmt(m.latencyMs.p99_9, 1)} ms, max ${fmt(m.latencyMs.max, 1)} ms` +
       (r.cpu ? `, server CPU ${fmt(r.cpu.usPerAccepted ?? 0)} µs/accepted (main thread ${fmt(r.cpu.mainThreadUsPerAccepted ?? 0)}), ${fmt(r.cpu.utilisation * 100)} % of a core` : '') +
       (r.cpu?.threadUsPerAccepted ? ` [by thread, µs/accepted: ${byThread(r.cpu.threadUsPerAccepted)}]` : '') +
@@ -480,26 +500,39 @@ if (cpuProfDir) {
   process.stderr.write(`CPU profiles in ${cpuProfDir}: ${profiles.join(', ') || '(none written)'}\n`);
 }
 
-if (results.length === 0) throw new Error(`every run was discarded as noisy (other tasks on CPU ${serverCpu} above ${maxOther} %); try again later or raise --max-other`);
-if (results.length < runs) process.stderr.write(`only ${results.length} of ${runs} runs were clean after ${runs * 3} attempts\n`);
-const accepted = results.map((r) => r.acceptedPerSec);
-const p50 = results.map((r) => r.measured.latencyMs.p50);
-const p99 = results.map((r) => r.measured.latencyMs.p99);
-const p999 = results.map((r) => r.measured.latencyMs.p99_9);
-const cpuUs = results.flatMap((r) => (r.cpu?.usPerAccepted != null ? [r.cpu.usPerAccepted] : []));
-const mainUs = results.flatMap((r) => (r.cpu?.mainThreadUsPerAccepted != null ? [r.cpu.mainThreadUsPerAccepted] : []));
-const non2xx = results.reduce((a, r) => a + r.measured.non2xx, 0);
-const errors = results.reduce((a, r) => a + r.measured.errors, 0);
-const checks = results.map((r) => r.queueCheck);
-const queueCell = target === 'bare' ? 'n/a' : checks.every((c) => c === 'ok') ? `ok (${results.map((r) => `${fmt(r.rows ?? 0)}`).join(' / ')} rows)` : `**MISMATCH** (${checks.join(', ')})`;
-
 const header =
   '| Configuration | Conns | Offered | Accepted/s | p50 ms | p99 ms | p99.9 ms | non-2xx | errors | CPU µs/accepted (main thread) | Queue rows = 202s |\n' +
   '|---|---|---|---|---|---|---|---|---|---|---|';
-const row =
-  `| ${describe()} | ${connections} | ${rate ? `${fmt(rate)}/s` : 'max'} | ${spread(accepted)} | ${spread(p50, 1)} | ${spread(p99, 1)} | ${spread(p999, 1)} | ` +
-  `${non2xx} | ${errors} | ${cpuUs.length ? `${spread(cpuUs)} (${fmt(median(mainUs))})` : '—'} | ${queueCell} |`;
+const rows: string[] = [];
+const checks: RunResult['queueCheck'][] = [];
+for (const [target, results] of resultsBy) {
+  if (results.length === 0) throw new Error(`every run was discarded as noisy (other tasks on CPU ${serverCpu} above ${maxOther} %); try again later or raise --max-other`);
+  if (results.length < runs) process.stderr.write(`only ${results.length} of ${runs} runs of ${target} were clean after ${runs * 3} attempts\n`);
+  const accepted = results.map((r) => r.acceptedPerSec);
+  const p50 = results.map((r) => r.measured.latencyMs.p50);
+  const p99 = results.map((r) => r.measured.latencyMs.p99);
+  const p999 = results.map((r) => r.measured.latencyMs.p99_9);
+  const cpuUs = results.flatMap((r) => (r.cpu?.usPerAccepted != null ? [r.cpu.usPerAccepted] : []));
+  const mainUs = results.flatMap((r) => (r.cpu?.mainThreadUsPerAccepted != null ? [r.cpu.mainThreadUsPerAccepted] : []));
+  const non2xx = results.reduce((a, r) => a + r.measured.non2xx, 0);
+  const errors = results.reduce((a, r) => a + r.measured.errors, 0);
+  const own = results.map((r) => r.queueCheck);
+  checks.push(...own);
+  const queueCell = target === 'bare' ? 'n/a' : own.every((c) => c === 'ok') ? `ok (${results.map((r) => `${fmt(r.rows ?? 0)}`).join(' / ')} rows)` : `**MISMATCH** (${own.join(', ')})`;
+  rows.push(
+    `| ${describe(target)} | ${connections} | ${rate ? `${fmt(rate)}/s` : 'max'} | ${spread(accepted)} | ${spread(p50, 1)} | ${spread(p99, 1)} | ${spread(p999, 1)} | ` +
+      `${non2xx} | ${errors} | ${cpuUs.length ? `${spread(cpuUs)} (${fmt(median(mainUs))})` : '—'} | ${queueCell} |`,
+  );
+}
+const bareRuns = resultsBy.get('bare');
+const routerRuns = resultsBy.get('router');
+const ratios = bareRuns && routerRuns ? routerRuns.map((r, k) => r.acceptedPerSec / (bareRuns[k] as RunResult).acceptedPerSec) : [];
+const ratioLine = ratios.length ? `router ÷ bare, pair by pair: ${ratios.map((x) => `${fmt(x * 100)} %`).join(', ')}; median ${fmt(median(ratios) * 100)} %\n` : '';
+const runCount = (resultsBy.get(targets[0] as Target) as RunResult[]).length;
 
-process.stdout.write(`\n${header}\n${row}\n\nmedian (min–max) of ${results.length} run(s)${discarded.length ? ` (${discarded.length} discarded: other load on the server core above ${maxOther} %)` : ''}; non-2xx and errors summed over runs\ncommand: ${command}\n`);
-if (args['json-out']) writeFileSync(args['json-out'], `${JSON.stringify({ command, target, synchronous, connections, rate, warmup, duration, results, discarded }, null, 2)}\n`);
+process.stdout.write(`\n${header}\n${rows.join('\n')}\n\n${ratioLine}median (min–max) of ${runCount} run(s)${discarded.length ? ` (${discarded.length} discarded: other load on the server core above ${maxOther} %)` : ''}; non-2xx and errors summed over runs\ncommand: ${command}\n`);
+if (args['json-out']) {
+  const results = Object.fromEntries(resultsBy);
+  writeFileSync(args['json-out'], `${JSON.stringify({ command, target: targetArg, synchronous, connections, rate, warmup, duration, results, ratios, discarded }, null, 2)}\n`);
+}
 if (checks.includes('mismatch')) process.exitCode = 1;
