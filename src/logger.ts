@@ -8,7 +8,7 @@
 import { pino, type DestinationStream, type Logger as PinoLogger } from 'pino';
 import { secretKeys } from '../config/schema.ts';
 
-export type Logger = Pick<PinoLogger, 'info' | 'warn' | 'error' | 'debug' | 'trace' | 'fatal' | 'child' | 'level'>;
+export type Logger = Pick<PinoLogger, 'info' | 'warn' | 'error' | 'debug' | 'trace' | 'fatal' | 'child' | 'level' | 'isLevelEnabled'>;
 
 const redactedHeaders = ['x-hub-signature-256', 'x-hub-signature', 'x-gitlab-token', 'webhook-signature', 'authorization', 'cookie'];
 
