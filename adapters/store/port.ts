@@ -149,7 +149,6 @@ export interface SweepResult {
   readonly events: number;
   readonly deliveries: number;
   readonly deadLetters: number;
-  readonly dedupeKeys: number;
 }
 
 export interface NewSubscriber extends SubscriberSpec {
@@ -192,8 +191,11 @@ export interface Store {
   deleteSubscriber(id: string, now: number): Promise<boolean>;
 
   // Ingest and delivery
-  /** Per item, atomically: dedupe key, event and deliveries, or nothing when the event id is already known. */
-  ingest(items: readonly IngestItem[], now: number, dedupeUntil: number): Promise<IngestResult[]>;
+  /**
+   * Per item, atomically: the event and its deliveries, or nothing when the event id is already known. The id is
+   * derived from the dedupe key, so the events kept (at least `retention.dedupeDays`, see sweep) are the dedupe window.
+   */
+  ingest(items: readonly IngestItem[], now: number): Promise<IngestResult[]>;
   claimDue(options: { owner: string; now: number; leaseMs: number; limit: number; exclude: readonly string[] }): Promise<ClaimedDelivery[]>;
   loadEvents(ids: readonly string[]): Promise<EventRecord[]>;
   /** Records attempts and moves their deliveries on; entries whose lease `owner` no longer holds are skipped. */

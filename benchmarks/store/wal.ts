@@ -74,7 +74,7 @@ try {
   };
   const pass = async (count: number) => {
     const now = Date.now();
-    await step('ingest', () => store.ingest(items(count), now, now + 7 * 86_400_000));
+    await step('ingest', () => store.ingest(items(count), now));
     const claimed = await step('claim', () => store.claimDue({ owner: OWNER, now, leaseMs: 30_000, limit: count, exclude: [] }));
     if (claimed.length !== count) throw new Error(`claimed ${claimed.length} of ${count}: the file is not as this harness left it`);
     const done = claimed.map((c) => ({

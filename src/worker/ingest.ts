@@ -96,7 +96,7 @@ export function createIngestLoop(deps: IngestDeps) {
         metrics.dlq.inc({ reason: 'poison' });
         logger.error({ brokerId: p.delivery.brokerId, reason: p.reason }, 'poison message dead-lettered');
       }
-      const results = await store.ingest(items, now, now + deps.config.retention.dedupeDays * 86_400_000);
+      const results = await store.ingest(items, now);
       results.forEach((r, i) => {
         if (r === 'duplicate') metrics.dedupeHits.inc({ source: items[i]?.event.source ?? '', stage: 'worker' });
       });

@@ -291,7 +291,7 @@ export async function seedTraffic(store: Store, subscriberId: string, now = Date
     event,
     deliveries: [{ id: deliveryIdFor(event.id, subscriberId), subscriberId, orderingKey: undefined } satisfies NewDelivery],
   }));
-  await store.ingest(items, now, now + 86_400_000);
+  await store.ingest(items, now);
   const [delivered, dead, pending] = events.map((e) => deliveryIdFor(e.id, subscriberId)) as [string, string, string];
   const owner = `seed-${Math.random().toString(36).slice(2)}`;
   const claimed = await store.claimDue({ owner, now, leaseMs: 60_000, limit: 100, exclude: [] });

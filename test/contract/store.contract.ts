@@ -51,7 +51,6 @@ export interface StoreHarness {
 
 /** Lease used unless a test says otherwise. */
 const LEASE = 30_000;
-const DEDUPE = 7 * DAY;
 
 type Body = (store: Store) => Promise<void>;
 
@@ -83,7 +82,7 @@ export function runStoreContract(h: StoreHarness): void {
   /** Ingests one event (one delivery per subscriber) at `now`, asserting it was new. Returns the delivery ids. */
   async function ingest(store: Store, eventId: string, subscriberIds: string[], now: number, orderingKey?: string): Promise<string[]> {
     const item = ingestItem(eventId, subscriberIds, orderingKey === undefined ? {} : { orderingKey });
-    assert.deepEqual(await store.ingest([item], now, now + DEDUPE), ['created'], `ingest ${eventId}`);
+    assert.deepEqual(await store.ingest([item], now), ['created'], `ingest ${eventId}`);
     return subscriberIds.map((s) => deliveryIdFor(eventId, s));
   }
 
@@ -221,6 +220,9 @@ export function runStoreContract(h: StoreHarness): void {
             [attempt],
             'the attempt written at v1 is found through its delivery',
           );
+          // Its dedupe key lived in dedupe_keys until v4 dropped the table: the event alone still makes a repeat one.
+          assert.deepEqual(await store.ingest([ingestItem(eventId, [subscriberId, 'sub_other'])], T0 + DAY), ['duplicate']);
+          assert.equal(await store.getDelivery(deliveryIdFor(eventId, 'sub_other')), undefined, 'the repeat added no delivery');
         },
         { migrated: false, skip: h.writeSchemaV1 ? false : `harness ${h.name} cannot write an old schema behind the store's back` },
       );
@@ -383,7 +385,7 @@ export function runStoreContract(h: StoreHarness): void {
     describe('ingest', () => {
       stest('a new event is stored with one pending delivery per subscriber', async (store) => {
         const item = ingestItem('evt_1', ['sub_a', 'sub_b']);
-        assert.deepEqual(await store.ingest([item], T0, T0 + DEDUPE), ['created']);
+        assert.deepEqual(await store.ingest([item], T0), ['created']);
         for (const sub of ['sub_a', 'sub_b']) {
           const d = await mustGet(store, deliveryIdFor('evt_1', sub));
           assert.equal(d.eventId, 'evt_1');
@@ -403,9 +405,9 @@ export function runStoreContract(h: StoreHarness): void {
         assertSameBytes(body, sent);
 
         // An event no subscriber wants is still recorded (and deduplicated).
-        assert.deepEqual(await store.ingest([ingestItem('evt_lonely', [])], T0, T0 + DEDUPE), ['created']);
+        assert.deepEqual(await store.ingest([ingestItem('evt_lonely', [])], T0), ['created']);
         assert.equal((await store.loadEvents(['evt_lonely'])).length, 1);
-        assert.deepEqual(await store.ingest([ingestItem('evt_lonely', ['sub_a'])], T0 + 1, T0 + DEDUPE), ['duplicate']);
+        assert.deepEqual(await store.ingest([ingestItem('evt_lonely', ['sub_a'])], T0 + 1), ['duplicate']);
         assert.equal(await store.getDelivery(deliveryIdFor('evt_lonely', 'sub_a')), undefined);
       });
 
@@ -425,7 +427,7 @@ export function runStoreContract(h: StoreHarness): void {
       stest('the same event again is a duplicate and adds no deliveries', async (store) => {
         await ingest(store, 'evt_1', ['sub_a'], T0);
         const again = ingestItem('evt_1', ['sub_a', 'sub_c'], { event: { body: new TextEncoder().encode('{"changed":true}') } });
-        assert.deepEqual(await store.ingest([again], T0 + 5, T0 + 5 + DEDUPE), ['duplicate']);
+        assert.deepEqual(await store.ingest([again], T0 + 5), ['duplicate']);
         assert.equal(await store.getDelivery(deliveryIdFor('evt_1', 'sub_c')), undefined, 'no delivery for the newcomer');
         const d = await mustGet(store, deliveryIdFor('evt_1', 'sub_a'));
         assert.equal(d.createdAt, T0, 'the original delivery is untouched');
@@ -439,7 +441,6 @@ export function runStoreContract(h: StoreHarness): void {
         const results = await store.ingest(
           [ingestItem('evt_new1', ['sub_a']), ingestItem('evt_known', ['sub_a', 'sub_b']), ingestItem('evt_new2', ['sub_a', 'sub_b'])],
           T0 + 1,
-          T0 + 1 + DEDUPE,
         );
         assert.deepEqual(results, ['created', 'duplicate', 'created']);
         assert.equal(await store.getDelivery(deliveryIdFor('evt_known', 'sub_b')), undefined);
@@ -456,7 +457,6 @@ export function runStoreContract(h: StoreHarness): void {
         const results = await store.ingest(
           [ingestItem('evt_twice', ['sub_a']), ingestItem('evt_other', ['sub_a']), ingestItem('evt_twice', ['sub_a', 'sub_b'])],
           T0,
-          T0 + DEDUPE,
         );
         assert.deepEqual(results, ['created', 'created', 'duplicate']);
         assert.equal(await store.getDelivery(deliveryIdFor('evt_twice', 'sub_b')), undefined, 'the repeat adds no delivery');
@@ -464,7 +464,7 @@ export function runStoreContract(h: StoreHarness): void {
 
       stest('concurrent ingests of one event: exactly one is created', async (store) => {
         const item = ingestItem('evt_race', ['sub_a', 'sub_b']);
-        const results = await Promise.all(Array.from({ length: 5 }, (_, i) => store.ingest([item], T0 + i, T0 + DEDUPE)));
+        const results = await Promise.all(Array.from({ length: 5 }, (_, i) => store.ingest([item], T0 + i)));
         assert.deepEqual(sorted(results.flat()), ['created', 'duplicate', 'duplicate', 'duplicate', 'duplicate']);
         assert.deepEqual(ids(await claim(store, 'w', T0 + 10)), sorted(item.deliveries.map((d) => d.id)), 'one delivery per subscriber');
       });
@@ -477,7 +477,6 @@ export function runStoreContract(h: StoreHarness): void {
         const results = await store.ingest(
           Object.entries(bodies).map(([id, body]) => ingestItem(id, ['sub_a'], { event: { body } })),
           T0,
-          T0 + DEDUPE,
         );
         assert.deepEqual(results, ['created', 'created', 'created', 'created']);
         const loaded = await store.loadEvents([...Object.keys(bodies), 'evt_unknown']);
@@ -488,9 +487,9 @@ export function runStoreContract(h: StoreHarness): void {
 
       stest('a batch larger than one statement keeps per-item results', async (store) => {
         const known = Array.from({ length: 300 }, (_, i) => ingestItem(`evt_k${i}`, ['sub_a']));
-        assert.equal((await store.ingest(known, T0, T0 + DEDUPE)).filter((r) => r === 'created').length, 300);
+        assert.equal((await store.ingest(known, T0)).filter((r) => r === 'created').length, 300);
         const batch = Array.from({ length: 1_100 }, (_, i) => (i % 4 === 0 ? known[i / 4] : ingestItem(`evt_n${i}`, ['sub_a', 'sub_b'])) as IngestItem);
-        const results = await store.ingest(batch, T0 + 1, T0 + 1 + DEDUPE);
+        const results = await store.ingest(batch, T0 + 1);
         assert.equal(results.length, batch.length);
         results.forEach((r, i) => assert.equal(r, i % 4 === 0 ? 'duplicate' : 'created', `item ${i}`));
         const claimed = await store.claimDue({ owner: 'w', now: T0 + 1, leaseMs: LEASE, limit: 5_000, exclude: [] });
@@ -615,7 +614,7 @@ export function runStoreContract(h: StoreHarness): void {
 
       stest('acceptance order holds within one ingest batch', async (store) => {
         const items = ['evt_b1', 'evt_b2', 'evt_b3'].map((e) => ingestItem(e, ['sub_o'], { orderingKey: 'k' }));
-        assert.deepEqual(await store.ingest(items, T0, T0 + DEDUPE), ['created', 'created', 'created']);
+        assert.deepEqual(await store.ingest(items, T0), ['created', 'created', 'created']);
         for (const e of ['evt_b1', 'evt_b2', 'evt_b3']) {
           const [c] = await claimExactly(store, 'w1', T0 + 1, [deliveryIdFor(e, 'sub_o')], `${e} next`);
           await finish(store, 'w1', c as ClaimedDelivery, { status: 'delivered' }, T0 + 1);
@@ -1129,7 +1128,7 @@ export function runStoreContract(h: StoreHarness): void {
         const newDead = await deadDelivery(store, 'evt_recent_dead', 'sub_a', 'rejected', recent);
 
         const result = await store.sweep(NOW, retention);
-        assert.deepEqual({ ...result }, { events: 2, deliveries: 2, deadLetters: 2, dedupeKeys: 3 });
+        assert.deepEqual({ ...result }, { events: 2, deliveries: 2, deadLetters: 2 });
 
         assert.deepEqual(
           sorted((await store.loadEvents(['evt_old', 'evt_pending', 'evt_dead', 'evt_recent', 'evt_recent_dead'])).map((e) => e.id)),
@@ -1147,13 +1146,29 @@ export function runStoreContract(h: StoreHarness): void {
           [newDead],
         );
 
-        assert.deepEqual({ ...(await store.sweep(NOW, retention)) }, { events: 0, deliveries: 0, deadLetters: 0, dedupeKeys: 0 }, 'a second sweep finds nothing');
+        assert.deepEqual({ ...(await store.sweep(NOW, retention)) }, { events: 0, deliveries: 0, deadLetters: 0 }, 'a second sweep finds nothing');
 
         // Dedupe after the sweep: a kept event is still known; a swept one whose key expired is new again.
-        assert.deepEqual(await store.ingest([ingestItem('evt_pending', ['sub_b'])], NOW, NOW + DEDUPE), ['duplicate']);
-        assert.deepEqual(await store.ingest([ingestItem('evt_recent', ['sub_a'])], NOW, NOW + DEDUPE), ['duplicate']);
-        assert.deepEqual(await store.ingest([ingestItem('evt_old', ['sub_a'])], NOW, NOW + DEDUPE), ['created']);
+        assert.deepEqual(await store.ingest([ingestItem('evt_pending', ['sub_b'])], NOW), ['duplicate']);
+        assert.deepEqual(await store.ingest([ingestItem('evt_recent', ['sub_a'])], NOW), ['duplicate']);
+        assert.deepEqual(await store.ingest([ingestItem('evt_old', ['sub_a'])], NOW), ['created']);
         await claimExactly(store, 'w3', NOW + DAY, [oldPending, oldDone] as string[], 'the kept retry and the re-accepted event');
+      });
+
+      stest('events kept for less time than dedupe keys: a finished event stays, and dedupes, until its key expires', async (store) => {
+        const retention = { eventsDays: 1, dlqDays: 14, dedupeDays: 7 };
+        const [done] = await ingest(store, 'evt_short', ['sub_a'], T0);
+        const [c] = await claim(store, 'w1', T0);
+        await finish(store, 'w1', c as ClaimedDelivery, { status: 'delivered' }, T0);
+
+        // Day 3: past events retention, within the dedupe window. The delivery goes; the event (its key) stays.
+        assert.deepEqual({ ...(await store.sweep(T0 + 3 * DAY, retention)) }, { events: 0, deliveries: 1, deadLetters: 0 });
+        assert.equal(await store.getDelivery(done as string), undefined);
+        assert.deepEqual(await store.ingest([ingestItem('evt_short', ['sub_a'])], T0 + 3 * DAY), ['duplicate'], 'a repeat within the window');
+
+        // Day 8: the key has expired, so the event goes, and the same webhook is new again.
+        assert.deepEqual({ ...(await store.sweep(T0 + 8 * DAY, retention)) }, { events: 1, deliveries: 0, deadLetters: 0 });
+        assert.deepEqual(await store.ingest([ingestItem('evt_short', ['sub_a'])], T0 + 8 * DAY), ['created']);
       });
 
       stest('a dead letter kept by DLQ retention stays replayable when events are kept for less time', async (store) => {

@@ -40,7 +40,6 @@ async function deadLetter(n: number, sub: string, at: number, reason: 'max_attem
   await store.ingest(
     [{ event: { id: eventId, source: 'github', sourceKind: 'github', dedupeKey: `k${n}`, receivedAt: at, headers: {}, routing: { event: 'push' }, body: Buffer.from('{}') }, deliveries: [{ id, subscriberId: sub, orderingKey: undefined }] }],
     at,
-    at + DAY,
   );
   const [claim] = await store.claimDue({ owner: 'test', now: at, leaseMs: 1000, limit: 1, exclude: [] });
   assert.equal(claim?.id, id);

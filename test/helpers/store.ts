@@ -110,7 +110,7 @@ export function sorted(values: Iterable<string>): string[] {
 export const V1_FIXTURE = { eventId: 'evt_v1', subscriberId: 'sub_v1', attempt: { attempt: 1, status: 503, response: 'busy' } } as const;
 
 /**
- * A SQL database as release 1 (schema v1) left it, with one event, its delivery and one attempt of it: the
+ * A SQL database as release 1 (schema v1) left it, with one event, its dedupe key, its delivery and one attempt: the
  * statements the SQL harnesses run behind the store's back for the upgrade test. Written with v1's own DDL, so
  * later migrations have real rows to carry over.
  */
@@ -125,6 +125,7 @@ export function sqlSchemaV1(words: SqlDialectWords): string[] {
     `INSERT INTO schema_migrations (version, applied_at) VALUES (1, ${T0})`,
     `INSERT INTO events (id, source, source_kind, dedupe_key, received_at, headers, routing, body, created_at)
      VALUES ('${eventId}', 'github', 'github', 'k1', ${T0}, '{}', '{"event":"push"}', CAST('{}' AS ${words.blob}), ${T0})`,
+    `INSERT INTO dedupe_keys (event_id, source, dedupe_key, expires_at) VALUES ('${eventId}', 'github', 'k1', ${T0 + 7 * DAY})`,
     `INSERT INTO deliveries (id, event_id, event_seq, subscriber_id, status, attempts, cycle, next_attempt_at, created_at, updated_at)
      SELECT '${deliveryId}', id, seq, '${subscriberId}', 'pending', 1, 1, ${T0}, ${T0}, ${T0} FROM events WHERE id = '${eventId}'`,
     `INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms, outcome, code, status, response)

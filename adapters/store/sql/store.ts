@@ -3,7 +3,7 @@
  * bound per dialect). The few dialect differences are passed in: DDL words, `FOR UPDATE SKIP LOCKED` (PostgreSQL;
  * SQLite has one writer at a time, so a claim is already exclusive) and how a write transaction starts.
  *
- * Hot paths are batched: ingest is three multi-row statements per queue batch, a claim is one UPDATE … RETURNING,
+ * Hot paths are batched: ingest is two multi-row statements per queue batch, a claim is one UPDATE … RETURNING,
  * and completing delivered attempts is one INSERT plus one UPDATE per batch.
  */
 import { type Kysely, type RawBuilder, sql } from 'kysely';
@@ -258,7 +258,7 @@ async function requeue(deliveryIds: readonly string[], now: number): Promise<num
 
     // ── Ingest and delivery ──────────────────────────────────────────────────────────────────────────────────
 
-    async ingest(items: readonly IngestItem[], now, dedupeUntil): Promise<IngestResult[]> {
+    async ingest(items: readonly IngestItem[], now): Promise<IngestResult[]> {
       if (items.length === 0) return [];
       // The first item of an event id is the one that may create it; a repeat later in the same batch is a duplicate.
       const first = new Map<string, number>();
@@ -267,17 +267,9 @@ async function requeue(deliveryIds: readonly string[], now: number): Promise<num
       });
       const firsts = items.filter((it, i) => first.get(it.event.id) === i);
       return transaction(async (q) => {
-        const keyed = new Set<string>();
-        for (const part of chunks(firsts)) {
-          const keys = part.map(({ event: e }) => sql`(${e.id}, ${e.source}, ${e.dedupeKey}, ${dedupeUntil})`);
-          const { rows } = await sql<{ event_id: string }>`
-            INSERT INTO dedupe_keys (event_id, source, dedupe_key, expires_at) VALUES ${sql.join(keys)}
-            ON CONFLICT (event_id) DO NOTHING RETURNING event_id`.execute(q);
-          for (const r of rows) keyed.add(r.event_id);
-        }
+        // The event id is derived from the dedupe key: an id already in events is a repeat (schema v4).
         const seqOf = new Map<string, number>();
-        const events = firsts.filter((it) => keyed.has(it.event.id));
-        for (const part of chunks(events)) {
+        for (const part of chunks(firsts)) {
           const values = part.map(
             ({ event: e }) =>
               sql`(${e.id}, ${e.source}, ${e.sourceKind}, ${e.dedupeKey}, ${e.receivedAt}, ${JSON.stringify(e.headers)}, ${JSON.stringify(e.routing)}, ${Buffer.from(e.body.buffer, e.body.byteOffset, e.body.byteLength)}, ${now})`,
@@ -287,7 +279,7 @@ async function requeue(deliveryIds: readonly string[], now: number): Promise<num
             VALUES ${sql.join(values)} ON CONFLICT (id) DO NOTHING RETURNING id, seq`.execute(q);
           for (const r of inserted.rows) seqOf.set(r.id, Number(r.seq));
         }
-        const deliveries = events.flatMap((it) => {
+        const deliveries = firsts.flatMap((it) => {
           const seq = seqOf.get(it.event.id);
           if (seq === undefined) return [];
           return it.deliveries.map(
@@ -485,11 +477,12 @@ async function requeue(deliveryIds: readonly string[], now: number): Promise<num
 
     async sweep(now, retention) {
       const day = 86_400_000;
-      // Events go with their finished deliveries; an event that still has pending or dead deliveries stays.
+      // Events go with their finished deliveries; an event that still has pending or dead deliveries stays. An event
+      // is its dedupe key too (schema v4), so it is kept at least `dedupeDays` even when events are kept for less.
       const eventsBefore = now - retention.eventsDays * day;
+      const keysBefore = now - Math.max(retention.eventsDays, retention.dedupeDays) * day;
       return transaction(async (q) => {
         const deadLetters = affected(await sql`DELETE FROM dead_letters WHERE created_at < ${now - retention.dlqDays * day}`.execute(q));
-        const dedupeKeys = affected(await sql`DELETE FROM dedupe_keys WHERE expires_at < ${now}`.execute(q));
         // A dead delivery stays (with its attempts, and so its event) while its dead letter is kept: it can be replayed.
         const unreferenced = sql`NOT EXISTS (SELECT 1 FROM dead_letters l WHERE l.delivery_id = deliveries.id)`;
         await sql`DELETE FROM attempts WHERE delivery_seq IN (
@@ -499,11 +492,10 @@ async function requeue(deliveryIds: readonly string[], now: number): Promise<num
         );
         const events = affected(
           await sql`
-            DELETE FROM events WHERE created_at < ${eventsBefore}
-              AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = events.seq)
-              AND NOT EXISTS (SELECT 1 FROM dedupe_keys k WHERE k.event_id = events.id)`.execute(q),
+            DELETE FROM events WHERE created_at < ${keysBefore}
+              AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = events.seq)`.execute(q),
         );
-        return { events, deliveries, deadLetters, dedupeKeys };
+        return { events, deliveries, deadLetters };
       });
     },
   };
