@@ -30,7 +30,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
-import { deliveryIdFor } from '../../adapters/store/ids.ts';
+import { pairKeyFor, pairKeyOf } from '../../adapters/store/ids.ts';
 import { createSqliteStore } from '../../adapters/store/sqlite.ts';
 import { Config } from '../../config/schema.ts';
 import { createKeyring } from '../../src/secrets/keyring.ts';
@@ -239,11 +239,18 @@ async function throughputRun(subscribers: number) {
       stats = await ask(sink, 'stats');
     }
     const { arrivals } = await ask<{ arrivals: [string, number][] }>(sink, 'dump');
-    const firstArrival = new Map(arrivals);
+    // Arrivals are keyed "path webhook-id"; a webhook-id starts with the router's receive time of the event, which
+    // this side does not know, so arrivals are matched on the (event, subscriber) part of it.
+    const firstArrival = new Map(
+      arrivals.map(([key, at]) => {
+        const [path, webhookId] = key.split(' ');
+        return [`${path} ${pairKeyOf(webhookId ?? '')}`, at] as const;
+      }),
+    );
     const latencies: number[] = [];
     for (const [eventId, at] of result.sent) {
       s.subscriberIds.forEach((sub, i) => {
-        const arrived = firstArrival.get(`/s${i} ${deliveryIdFor(eventId, sub)}`);
+        const arrived = firstArrival.get(`/s${i} ${pairKeyFor(eventId, sub)}`);
         if (arrived !== undefined) latencies.push(arrived - at);
       });
     }

@@ -59,7 +59,7 @@ try {
       const dedupeKey = `4242:${n++}`;
       const id = eventIdFor('github', dedupeKey);
       const event = { id, source: 'github', sourceKind: 'github', dedupeKey, receivedAt: Date.now(), headers: { 'x-github-event': 'push' }, routing: { event: 'push', repository: 'o/r' }, body };
-      return { event, deliveries: [{ id: deliveryIdFor(id, SUBSCRIBER), subscriberId: SUBSCRIBER, orderingKey: undefined }] };
+      return { event, deliveries: [{ id: deliveryIdFor(id, SUBSCRIBER, event.receivedAt), subscriberId: SUBSCRIBER, orderingKey: undefined }] };
     });
 
   const wal = () => statSync(`${path}-wal`, { throwIfNoEntry: false })?.size ?? 0;

@@ -70,7 +70,7 @@ export function createIngestLoop(deps: IngestDeps) {
       const deliveries = snapshot.all
         .filter(({ subscriber, filter }) => subscriber.enabled && filter.matches(input))
         .map(({ subscriber }) => ({
-          id: deliveryIdFor(env.id, subscriber.id),
+          id: deliveryIdFor(env.id, subscriber.id, env.receivedAt),
           subscriberId: subscriber.id,
           orderingKey: subscriber.ordering ? renderTemplate(subscriber.ordering.key, env.source, env.routing) : undefined,
         }));

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { deliveryIdFor } from '../../adapters/store/ids.ts';
+import type { EventRecord } from '../../adapters/store/port.ts';
 import { type Reply, type Seeded, type StoreHarness, type TestApi, seedTraffic, startApi, storeHarnesses, subscriberBody, tokens } from './harness.ts';
 
 function assertError(r: Reply, httpStatus: number, code: string): void {
@@ -154,8 +155,8 @@ function suite(harness: StoreHarness): void {
       const to = (await t.call('POST', '/v1/subscribers', { body: subscriberBody('https://hooks.example.com/c') })).json.id;
       const r = await t.call('POST', '/v1/dlq/replay', { body: { filter: { subscriber: from }, toSubscriber: to } });
       assert.equal(r.json.replayed, 1, r.text);
-      const deadEvent = s.events[1]?.id as string;
-      const created = await t.call('GET', `/v1/deliveries/${deliveryIdFor(deadEvent, to)}`);
+      const deadEvent = s.events[1] as EventRecord;
+      const created = await t.call('GET', `/v1/deliveries/${deliveryIdFor(deadEvent.id, to, deadEvent.receivedAt)}`);
       assert.equal(created.status, 200);
       assert.equal(created.json.subscriberId, to);
 

@@ -289,10 +289,10 @@ export async function seedTraffic(store: Store, subscriberId: string, now = Date
   const events = [eventRecord({ receivedAt: now }), eventRecord({ receivedAt: now }), eventRecord({ receivedAt: now })];
   const items = events.map((event) => ({
     event,
-    deliveries: [{ id: deliveryIdFor(event.id, subscriberId), subscriberId, orderingKey: undefined } satisfies NewDelivery],
+    deliveries: [{ id: deliveryIdFor(event.id, subscriberId, event.receivedAt), subscriberId, orderingKey: undefined } satisfies NewDelivery],
   }));
   await store.ingest(items, now);
-  const [delivered, dead, pending] = events.map((e) => deliveryIdFor(e.id, subscriberId)) as [string, string, string];
+  const [delivered, dead, pending] = events.map((e) => deliveryIdFor(e.id, subscriberId, e.receivedAt)) as [string, string, string];
   const owner = `seed-${Math.random().toString(36).slice(2)}`;
   const claimed = await store.claimDue({ owner, now, leaseMs: 60_000, limit: 100, exclude: [] });
   const attempt = (deliveryId: string, outcome: AttemptRecord['outcome'], status: number, next: NextState) => ({

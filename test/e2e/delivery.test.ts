@@ -14,7 +14,6 @@ import { describe, test, type TestContext } from 'node:test';
 import { verify as verifyGithub } from '@octokit/webhooks-methods';
 import { Webhook } from 'standardwebhooks';
 import {
-  deliveryIdFor,
   GITHUB_SECRET,
   type RouterOptions,
   startRouter,
@@ -177,7 +176,7 @@ describe('delivery engine, end to end over loopback', () => {
         for (const r of swRequests) assert.equal(r.header('x-hub-signature-256'), undefined, 'the source signature travelled on');
         const swIds = new Set(swRequests.map((r) => r.header('webhook-id')));
         assert.equal(swIds.size, 1, `webhook-id changed between attempts: ${[...swIds].join(', ')}`);
-        assert.equal(swRequests[0]?.header('webhook-id'), deliveryIdFor(eventId, 'sub_sw'));
+        assert.equal(swRequests[0]?.header('webhook-id'), await router.deliveryId(eventId, 'sub_sw'));
         assert.deepEqual(swRequests.map((r) => r.header('webhook-attempt')), ['1', '2']);
 
         // GitHub signing: X-Hub-Signature-256 made with the subscriber's secret over the exact bytes, not the source's.
@@ -186,7 +185,7 @@ describe('delivery engine, end to end over loopback', () => {
         assert.equal(await verifyGithub(gh.secrets.current, body, ghSignature), true, 'X-Hub-Signature-256 does not verify with the subscriber secret');
         assert.equal(await verifyGithub(GITHUB_SECRET, body, ghSignature), false, 'X-Hub-Signature-256 verifies with the source secret');
         assert.equal(ghSignature, githubSignature(gh.secrets.current, sent));
-        assert.equal(ghRequest.header('webhook-id'), deliveryIdFor(eventId, 'sub_gh'));
+        assert.equal(ghRequest.header('webhook-id'), await router.deliveryId(eventId, 'sub_gh'));
         assert.notEqual(ghRequest.header('webhook-id'), swRequests[0]?.header('webhook-id'));
 
         const done = await router.waitForDelivery(eventId, 'sub_sw', WAIT);
@@ -208,7 +207,7 @@ describe('delivery engine, end to end over loopback', () => {
         for (const id of ids) assert.equal((await router.waitForDelivery(eventId, id, WAIT)).status, 'delivered');
         for (const id of ids) assert.equal(sink.requests(`/${id}`).length, 1, `${id} got more than one request`);
         const webhookIds = ids.map((id) => sink.requests(`/${id}`)[0]?.header('webhook-id'));
-        assert.deepEqual(webhookIds, ids.map((id) => deliveryIdFor(eventId, id)));
+        assert.deepEqual(webhookIds, await Promise.all(ids.map((id) => router.deliveryId(eventId, id))));
         assert.equal(new Set(webhookIds).size, ids.length, 'delivery ids are not distinct');
       },
     );
@@ -384,7 +383,7 @@ describe('delivery engine, end to end over loopback', () => {
         const letters = await router.store.listDeadLetters({ subscriber: 'sub_gone' }, { limit: 10 });
         assert.equal(letters.items.length, 1);
         assert.equal(letters.items[0]?.reason, 'endpoint_gone');
-        assert.equal(letters.items[0]?.deliveryId, deliveryIdFor(eventId, 'sub_gone'));
+        assert.equal(letters.items[0]?.deliveryId, await router.deliveryId(eventId, 'sub_gone'));
         assert.equal(letters.items[0]?.lastStatus, 410);
         assert.equal(letters.items[0]?.attempts, 1);
         await waitUntil(async () => (await router.getSubscriber('sub_gone'))?.enabled === false, WAIT, 'sub_gone to be disabled');
@@ -421,7 +420,7 @@ describe('delivery engine, end to end over loopback', () => {
         assert.equal(letter.lastStatus, 500);
         assert.equal(letter.lastCode, 'http_5xx');
         const webhookId = sink.requests('/d')[0]?.header('webhook-id');
-        assert.equal(webhookId, deliveryIdFor(eventId, 'sub_d'));
+        assert.equal(webhookId, await router.deliveryId(eventId, 'sub_d'));
 
         sink.behave('/d', ok());
         assert.equal(await router.store.replayDeadLetters([letter.id], Date.now()), 1);

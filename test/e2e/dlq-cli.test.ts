@@ -36,7 +36,7 @@ function subscriber(id: string) {
 /** Dead-letters one delivery of a new event for `sub` at time `at`, with `reason`. */
 async function deadLetter(n: number, sub: string, at: number, reason: 'max_attempts' | 'endpoint_gone') {
   const eventId = `evt_${n}`;
-  const id = deliveryIdFor(eventId, sub);
+  const id = deliveryIdFor(eventId, sub, at);
   await store.ingest(
     [{ event: { id: eventId, source: 'github', sourceKind: 'github', dedupeKey: `k${n}`, receivedAt: at, headers: {}, routing: { event: 'push' }, body: Buffer.from('{}') }, deliveries: [{ id, subscriberId: sub, orderingKey: undefined }] }],
     at,
@@ -143,7 +143,7 @@ describe('webhook-router dlq', () => {
   test('replay --to-subscriber delivers the event to another subscriber', async () => {
     const r = await cli('dlq', 'replay', '--subscriber', 'sub_b', '--to-subscriber', 'sub_a', '--json');
     assert.deepEqual(JSON.parse(r.out), { replayed: 1, selected: 1 });
-    const redirected = await store.getDelivery(deliveryIdFor('evt_3', 'sub_a'));
+    const redirected = await store.getDelivery(deliveryIdFor('evt_3', 'sub_a', t0 + 2 * DAY)); // evt_3 was received then
     assert.equal(redirected?.status, 'pending');
     assert.equal((await cli('dlq', 'replay', '--to-subscriber', 'sub_zzz')).exitCode, 2);
   });

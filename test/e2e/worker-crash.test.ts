@@ -13,9 +13,9 @@
  * then a new worker starts on the same files. When every expected pair has arrived, or the recovery bound passed,
  * the ledgers are reconciled:
  *
- *   E  expected (webhook-id → subscriber), from a reference matcher written here, not the router's
- *   R  webhook-ids the sink accepted (answered, or was about to answer, 2xx)
- *   D  dead-lettered delivery ids (store)
+ *   E  expected (event, subscriber) pairs, from a reference matcher written here, not the router's
+ *   R  pairs the sink accepted (answered, or was about to answer, 2xx), read off each request's webhook-id
+ *   D  pairs of the dead-lettered deliveries (store)
  *   missing    = E − R − D            must be empty ("nothing lost")
  *   spurious   = seen − E, or a webhook-id on another subscriber's path    must be empty
  *   duplicates = Σ (accepted − 1)     at most the worker's concurrency (what can be in flight when it dies)
@@ -36,7 +36,7 @@ import { Webhook } from 'standardwebhooks';
 import { createSqliteStore } from '../../adapters/store/sqlite.ts';
 import type { DeadLetter } from '../../adapters/store/port.ts';
 import { eventIdFor } from '../../src/receiver/receiver.ts';
-import { deliveryIdFor, githubWebhook, newSubscriber, postWebhook, seedStore, type SubscriberInput } from '../helpers/router.ts';
+import { deliveryIdFor, githubWebhook, newSubscriber, pairKeyFor, pairKeyOf, postWebhook, seedStore, type SubscriberInput } from '../helpers/router.ts';
 import { type SinkRequest, slow, startSink } from '../helpers/sink.ts';
 import { deliveryId as newGuid } from '../helpers/sign.ts';
 
@@ -213,10 +213,13 @@ describe('worker durability under kill -9', () => {
       );
 
       const events = Array.from({ length: EVENTS }, (_, i) => makeEvent(i));
-      const expected = new Map<string, { path: string; ev: Ev }>(); // webhook-id → where it must arrive
+      // (event, subscriber) pair → where it must arrive. Keyed by the pair's part of the webhook-id: the rest of it is
+      // the router's receive time of the event, which only the router knows (adapters/store/ids.ts).
+      const expected = new Map<string, { path: string; subscriberId: string; ev: Ev }>();
       for (const ev of events) {
-        for (const s of SUBSCRIBERS) if (s.matches(ev)) expected.set(deliveryIdFor(ev.eventId, s.id), { path: `/${s.id}`, ev });
+        for (const s of SUBSCRIBERS) if (s.matches(ev)) expected.set(pairKeyFor(ev.eventId, s.id), { path: `/${s.id}`, subscriberId: s.id, ev });
       }
+      const pairOf = (r: SinkRequest) => pairKeyOf(r.header('webhook-id') ?? '');
       sink.behave('/sub_push', (r) => answer(r));
       sink.behave('/sub_acme', (r) => answer(r));
       sink.behave('/sub_main', (r) => answer(r));
@@ -275,8 +278,8 @@ describe('worker durability under kill -9', () => {
         const ok = new Map<string, number>();
         for (const r of rs) {
           if (typeof r.answer === 'number' && r.answer >= 200 && r.answer < 300) {
-            const id = r.header('webhook-id') ?? '';
-            ok.set(id, (ok.get(id) ?? 0) + 1);
+            const pair = pairOf(r);
+            ok.set(pair, (ok.get(pair) ?? 0) + 1);
           }
         }
         return ok;
@@ -285,7 +288,7 @@ describe('worker durability under kill -9', () => {
       await sink
         .waitFor((rs) => {
           const ok = accepted(rs);
-          return [...expected.keys()].every((id) => ok.has(id));
+          return [...expected.keys()].every((pair) => ok.has(pair));
         }, left)
         .catch(() => {}); // the reconciliation below says what is missing
       const recoveredMs = performance.now() - restartedAt;
@@ -305,9 +308,9 @@ describe('worker durability under kill -9', () => {
           dead.push(...page.items);
           cursor = page.nextCursor;
         } while (cursor);
-        const deadIds = new Set(dead.map((d) => d.deliveryId));
-        const missing = [...expected.keys()].filter((id) => !ok.has(id) && !deadIds.has(id));
-        const spurious = all.filter((r) => expected.get(r.header('webhook-id') ?? '')?.path !== r.path);
+        const deadPairs = new Set(dead.map((d) => pairKeyOf(d.deliveryId ?? '')));
+        const missing = [...expected.keys()].filter((pair) => !ok.has(pair) && !deadPairs.has(pair));
+        const spurious = all.filter((r) => expected.get(pairOf(r))?.path !== r.path);
         const duplicates = [...ok.values()].reduce((n, c) => n + c - 1, 0);
         const badSignatures = all.filter((r) => {
           try {
@@ -317,7 +320,13 @@ describe('worker durability under kill -9', () => {
             return true;
           }
         });
-        const states = await Promise.all(missing.map((id) => store.getDelivery(id)));
+        const states = await Promise.all(
+          missing.map(async (pair) => {
+            const { ev, subscriberId } = expected.get(pair)!;
+            const [event] = await store.loadEvents([ev.eventId]);
+            return event && store.getDelivery(deliveryIdFor(ev.eventId, subscriberId, event.receivedAt));
+          }),
+        );
 
         t.diagnostic(
           `events ${EVENTS} (accepted before the kill: ${acceptedBeforeKill}), expected deliveries ${expected.size}, sink requests ${all.length}, ` +
@@ -327,10 +336,10 @@ describe('worker durability under kill -9', () => {
           `duplicates ${duplicates} (bound: worker concurrency ${WORKER_CONCURRENCY}); in flight at the sink when killed: ${inflightAtSink}; ` +
             `waited ${recoveredMs.toFixed(0)} ms after the restart`,
         );
-        const dupIds = [...ok.entries()].filter(([, c]) => c > 1).map(([id]) => id);
-        for (const id of dupIds.slice(0, 30)) {
+        const dupPairs = [...ok.entries()].filter(([, c]) => c > 1).map(([pair]) => pair);
+        for (const id of dupPairs.slice(0, 30)) {
           const times = all
-            .filter((r) => r.header('webhook-id') === id)
+            .filter((r) => pairOf(r) === id)
             .map((r) => `${r.answer}@${(r.at - killedAtPerf).toFixed(0)}ms${r.answeredAt === undefined ? '' : `/answered ${(r.answeredAt - killedAtPerf).toFixed(0)}ms`} attempt ${r.header('webhook-attempt')}`);
           t.diagnostic(`duplicate ${id}: ${times.join(', ')} (relative to the kill)`);
         }

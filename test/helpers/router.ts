@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request, type Dispatcher } from 'undici';
 import type { z } from 'zod';
-import { deliveryIdFor } from '../../adapters/store/ids.ts';
+import { deliveryIdFor, pairKeyFor, pairKeyOf } from '../../adapters/store/ids.ts';
 import type { AttemptRecord, DeliveryView, NewSubscriber, Store } from '../../adapters/store/port.ts';
 import { createSqliteStore } from '../../adapters/store/sqlite.ts';
 import { Config } from '../../config/schema.ts';
@@ -125,6 +125,8 @@ export interface TestRouter {
   post(req: SignedRequest, sourceId?: string): Promise<SendResult>;
   /** Builds, signs and POSTs a GitHub webhook; returns the answer and the request that was sent. */
   sendGithub(hook: GithubWebhook, sourceId?: string): Promise<SendResult & { readonly request: SignedRequest }>;
+  /** The id of an (event, subscriber) pair's delivery: derived from the event's receive time, so once it is stored. */
+  deliveryId(eventId: string, subscriberId: string): Promise<string | undefined>;
   /** The delivery (with attempts) of an (event, subscriber) pair, or undefined when none was created. */
   delivery(eventId: string, subscriberId: string): Promise<(DeliveryView & { attemptLog: AttemptRecord[] }) | undefined>;
   /** Waits until a delivery reaches a final state (delivered or dead), polling the store. */
@@ -177,6 +179,10 @@ export async function startRouter(options: RouterOptions = {}): Promise<TestRout
   const webhooksUrl = `http://127.0.0.1:${running.ports.webhooks}`;
   const url = (sourceId = 'github') => `${webhooksUrl}/webhooks/${sourceId}`;
   let closing: Promise<void> | undefined;
+  async function deliveryId(eventId: string, subscriberId: string): Promise<string | undefined> {
+    const [event] = await running.store!.loadEvents([eventId]);
+    return event && deliveryIdFor(eventId, subscriberId, event.receivedAt);
+  }
 
   const router: TestRouter = {
     app: running,
@@ -199,12 +205,17 @@ export async function startRouter(options: RouterOptions = {}): Promise<TestRout
       const req = githubWebhook(hook);
       return { ...(await postWebhook(url(sourceId), req)), request: req };
     },
-    delivery: (eventId, subscriberId) => store.getDelivery(deliveryIdFor(eventId, subscriberId)),
+    deliveryId,
+    delivery: async (eventId, subscriberId) => {
+      const id = await deliveryId(eventId, subscriberId);
+      return id === undefined ? undefined : store.getDelivery(id);
+    },
     async waitForDelivery(eventId, subscriberId, timeoutMs) {
       let last: (DeliveryView & { attemptLog: AttemptRecord[] }) | undefined;
       await waitUntil(
         async () => {
-          last = await store.getDelivery(deliveryIdFor(eventId, subscriberId));
+          const id = await deliveryId(eventId, subscriberId);
+          last = id === undefined ? undefined : await store.getDelivery(id);
           return last !== undefined && last.status !== 'pending';
         },
         timeoutMs,
@@ -269,4 +280,4 @@ export async function waitUntil(
   }
 }
 
-export { deliveryIdFor };
+export { deliveryIdFor, pairKeyFor, pairKeyOf };

@@ -4,7 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { z } from 'zod';
-import { deliveryIdFor } from '../../adapters/store/ids.ts';
+import { deliveryIdFor as idFor } from '../../adapters/store/ids.ts';
 import type {
   AttemptRecord,
   ClaimedDelivery,
@@ -16,7 +16,8 @@ import type {
 import { migrations, render, type SqlDialectWords } from '../../adapters/store/sql/migrations.ts';
 import { SubscriberSpec } from '../../src/subscribers/model.ts';
 
-export { deliveryIdFor };
+/** A delivery's id; the receive time defaults to eventRecord()'s (T0), the one the contract's events carry. */
+export const deliveryIdFor = (eventId: string, subscriberId: string, receivedAt: number = T0): string => idFor(eventId, subscriberId, receivedAt);
 
 /** A fixed, far-from-epoch instant; tests pass `now` explicitly and count from here. */
 export const T0 = Date.UTC(2031, 0, 1, 12, 0, 0);
@@ -63,8 +64,8 @@ export function eventRecord(id: string, overrides: Partial<EventRecord> = {}): E
   };
 }
 
-export function newDelivery(eventId: string, subscriberId: string, orderingKey?: string): NewDelivery {
-  return { id: deliveryIdFor(eventId, subscriberId), subscriberId, orderingKey };
+export function newDelivery(eventId: string, subscriberId: string, orderingKey?: string, receivedAt: number = T0): NewDelivery {
+  return { id: deliveryIdFor(eventId, subscriberId, receivedAt), subscriberId, orderingKey };
 }
 
 /** One event with one delivery per subscriber (all with `orderingKey`, when given). */
@@ -73,10 +74,8 @@ export function ingestItem(
   subscriberIds: readonly string[],
   options: { orderingKey?: string; event?: Partial<EventRecord> } = {},
 ): IngestItem {
-  return {
-    event: eventRecord(eventId, options.event),
-    deliveries: subscriberIds.map((s) => newDelivery(eventId, s, options.orderingKey)),
-  };
+  const event = eventRecord(eventId, options.event);
+  return { event, deliveries: subscriberIds.map((s) => newDelivery(eventId, s, options.orderingKey, event.receivedAt)) };
 }
 
 const outcomes = {

@@ -451,7 +451,10 @@ async function requeue(deliveryIds: readonly string[], now: number): Promise<num
       return transaction(async (q) => {
         let created = 0;
         for (const l of letters) {
-          const id = deliveryIdFor(l.eventId as string, target);
+          // The new delivery's id comes from its event's receive time, as ingest's do (ids.ts).
+          const { rows } = await sql<{ received_at: number | string }>`SELECT received_at FROM events WHERE id = ${l.eventId as string}`.execute(q);
+          if (!rows[0]) continue; // its event is gone: nothing to send (the letter stays)
+          const id = deliveryIdFor(l.eventId as string, target, Number(rows[0].received_at));
           const r = await sql`
             INSERT INTO deliveries (id, event_id, event_seq, subscriber_id, status, attempts, cycle, next_attempt_at, ordering_key, created_at, updated_at)
             SELECT CAST(${id} AS TEXT), e.id, e.seq, CAST(${target} AS TEXT), 'pending', 0, 1, CAST(${now} AS BIGINT), NULL, CAST(${now} AS BIGINT), CAST(${now} AS BIGINT)
