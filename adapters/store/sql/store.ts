@@ -449,16 +449,21 @@ async function requeue(deliveryIds: readonly string[], now: number): Promise<num
       const target = replayOptions?.toSubscriber;
       if (!target) return requeue(letters.map((l) => l.deliveryId as string), now);
       return transaction(async (q) => {
+        // Each new delivery's id comes from its event's receive time, as ingest's do (ids.ts): one read of the events.
+        const events = new Map<string, { seq: number; receivedAt: number }>();
+        for (const part of chunks([...new Set(letters.map((l) => l.eventId as string))])) {
+          const { rows } = await sql<{ id: string; seq: number | string; received_at: number | string }>`
+            SELECT id, seq, received_at FROM events WHERE id IN (${sql.join(part)})`.execute(q);
+          for (const r of rows) events.set(r.id, { seq: Number(r.seq), receivedAt: Number(r.received_at) });
+        }
         let created = 0;
         for (const l of letters) {
-          // The new delivery's id comes from its event's receive time, as ingest's do (ids.ts).
-          const { rows } = await sql<{ received_at: number | string }>`SELECT received_at FROM events WHERE id = ${l.eventId as string}`.execute(q);
-          if (!rows[0]) continue; // its event is gone: nothing to send (the letter stays)
-          const id = deliveryIdFor(l.eventId as string, target, Number(rows[0].received_at));
+          const event = events.get(l.eventId as string);
+          if (!event) continue; // its event is gone: nothing to send, and the letter stays
+          const id = deliveryIdFor(l.eventId as string, target, event.receivedAt);
           const r = await sql`
             INSERT INTO deliveries (id, event_id, event_seq, subscriber_id, status, attempts, cycle, next_attempt_at, ordering_key, created_at, updated_at)
-            SELECT CAST(${id} AS TEXT), e.id, e.seq, CAST(${target} AS TEXT), 'pending', 0, 1, CAST(${now} AS BIGINT), NULL, CAST(${now} AS BIGINT), CAST(${now} AS BIGINT)
-            FROM events e WHERE e.id = ${l.eventId as string}
+            VALUES (${id}, ${l.eventId as string}, ${event.seq}, ${target}, 'pending', 0, 1, ${now}, NULL, ${now}, ${now})
             ON CONFLICT (id) DO UPDATE SET status = 'pending', attempts = 0, cycle = deliveries.cycle + 1, next_attempt_at = excluded.next_attempt_at,
               lease_owner = NULL, updated_at = excluded.updated_at
             WHERE deliveries.status <> 'pending'`.execute(q);
