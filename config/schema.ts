@@ -233,7 +233,7 @@ export const Worker = z
 
 export const Retention = z
   .object({
-    eventsDays: z.number().min(0.001).default(30).describe('Events, finished deliveries and their attempts.'),
+    eventsDays: z.number().min(0.001).default(30).describe('Events, finished deliveries and their attempts. An event is its own dedupe key, so it stays at least dedupeDays.'),
     dlqDays: z.number().min(0.001).default(14).describe('Dead letters.'),
     dedupeDays: z.number().min(0.001).default(7).describe('How long a repeat of an accepted webhook is recognised (GHES redelivers for 7 days).'),
   })
