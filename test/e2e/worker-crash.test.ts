@@ -337,11 +337,11 @@ describe('worker durability under kill -9', () => {
             `waited ${recoveredMs.toFixed(0)} ms after the restart`,
         );
         const dupPairs = [...ok.entries()].filter(([, c]) => c > 1).map(([pair]) => pair);
-        for (const id of dupPairs.slice(0, 30)) {
+        for (const pair of dupPairs.slice(0, 30)) {
           const times = all
-            .filter((r) => pairOf(r) === id)
+            .filter((r) => pairOf(r) === pair)
             .map((r) => `${r.answer}@${(r.at - killedAtPerf).toFixed(0)}ms${r.answeredAt === undefined ? '' : `/answered ${(r.answeredAt - killedAtPerf).toFixed(0)}ms`} attempt ${r.header('webhook-attempt')}`);
-          t.diagnostic(`duplicate ${id}: ${times.join(', ')} (relative to the kill)`);
+          t.diagnostic(`duplicate pair ${pair}: ${times.join(', ')} (relative to the kill)`);
         }
         for (const [i, s] of states.slice(0, 20).entries()) {
           t.diagnostic(

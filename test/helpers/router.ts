@@ -179,10 +179,10 @@ export async function startRouter(options: RouterOptions = {}): Promise<TestRout
   const webhooksUrl = `http://127.0.0.1:${running.ports.webhooks}`;
   const url = (sourceId = 'github') => `${webhooksUrl}/webhooks/${sourceId}`;
   let closing: Promise<void> | undefined;
-  async function deliveryId(eventId: string, subscriberId: string): Promise<string | undefined> {
-    const [event] = await running.store!.loadEvents([eventId]);
+  const deliveryId = async (eventId: string, subscriberId: string): Promise<string | undefined> => {
+    const [event] = await store.loadEvents([eventId]);
     return event && deliveryIdFor(eventId, subscriberId, event.receivedAt);
-  }
+  };
 
   const router: TestRouter = {
     app: running,
