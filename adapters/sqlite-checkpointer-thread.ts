@@ -80,10 +80,13 @@ function watch({ path, intervalMs, walLimitBytes }: CheckpointerOptions): () => 
 
   /** For fdatasync only: fsync on a read-only descriptor flushes the file all the same. */
   const fd = openSync(path, 'r');
-  /** Frames copied as of the last fdatasync; a checkpoint that copied nothing new needs none. */
+  /**
+   * Frames copied as of the last fdatasync. A checkpoint that copied nothing new needs none, and neither does one that
+   * copied the whole WAL: SQLite fsynced the file itself then.
+   */
   let flushed = 0;
-  const flush = (checkpointed: number) => {
-    if (checkpointed === flushed) return;
+  const flush = ({ log, checkpointed }: { log: number; checkpointed: number }) => {
+    if (checkpointed === flushed || checkpointed === log) return;
     fdatasyncSync(fd);
     flushed = checkpointed;
   };
@@ -91,9 +94,9 @@ function watch({ path, intervalMs, walLimitBytes }: CheckpointerOptions): () => 
   const timer = setInterval(() => {
     try {
       let r = passive();
-      if (r.log * frameBytes <= walLimitBytes) return flush(r.checkpointed);
+      if (r.log * frameBytes <= walLimitBytes) return flush(r);
       for (let pass = 1; r.log - r.checkpointed > shortTailFrames && pass < MAX_PASSES; pass++) r = passive();
-      flush(r.checkpointed);
+      flush(r);
       restart();
       flushed = 0; // the WAL starts over, and so does the count of frames copied from it
     } catch {
