@@ -29,13 +29,13 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { Pool } from 'undici';
 import { pairKeyFor, pairKeyOf } from '../../adapters/store/ids.ts';
 import { createSqliteStore } from '../../adapters/store/sqlite.ts';
 import { Config } from '../../config/schema.ts';
 import { createKeyring } from '../../src/secrets/keyring.ts';
 import { withSecretEncryption } from '../../src/secrets/store.ts';
 import { buildPushBody, signGithub } from '../ingest/body.ts';
+import { WebhookConnection } from './webhook-client.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -178,42 +178,34 @@ async function teardown(s: Setup): Promise<void> {
 
 /** Closed-loop load: `connections` loops sending one webhook after another until `until`, or `limit` sent. */
 async function load(port: number, connections: number, until: number, limit: number) {
-  const pool = new Pool(`http://127.0.0.1:${port}`, { connections });
+  const headers = { 'content-type': 'application/json', 'x-github-event': 'push', 'x-github-hook-id': '4242', 'x-hub-signature-256': signature };
+  const open = () => new WebhookConnection(port, '/webhooks/github', headers, body);
   const sent = new Map<string, number>();
   let accepted = 0;
   let failed = 0;
   let issued = 0;
   const loop = async () => {
+    let connection = open();
     while (Date.now() < until && issued < limit) {
       issued += 1;
       const at = Date.now();
       try {
-        const res = await pool.request({
-          method: 'POST',
-          path: '/webhooks/github',
-          headers: {
-            'content-type': 'application/json',
-            'x-github-event': 'push',
-            'x-github-delivery': randomUUID(),
-            'x-github-hook-id': '4242',
-            'x-hub-signature-256': signature,
-          },
-          body,
-        });
-        const text = await res.body.text();
-        if (res.statusCode === 202) {
+        const answer = await connection.post(randomUUID());
+        if (answer.status === 202) {
           accepted += 1;
-          sent.set((JSON.parse(text) as { id: string }).id, at);
+          sent.set((JSON.parse(answer.body) as { id: string }).id, at);
         } else failed += 1;
       } catch {
         failed += 1;
+        connection.close();
+        connection = open();
       }
     }
+    connection.close();
   };
   const started = Date.now();
   await Promise.all(Array.from({ length: connections }, loop));
   const seconds = (Date.now() - started) / 1000;
-  await pool.close();
   return { sent, accepted, failed, seconds, started };
 }
 
