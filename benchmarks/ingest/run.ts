@@ -226,6 +226,8 @@ interface LoadPhase {
 }
 interface LoadResult {
   warmup: LoadPhase | null;
+  /** 202s of the requests that opened the paced phase's connections (0 for autocannon). */
+  primed: number;
   measured: LoadPhase;
   acceptedPerSec: number;
   generatorUtilisation: number;
@@ -403,7 +405,7 @@ async function oneRun(run: number, target: Target): Promise<RunResult> {
     const shutdown = await stop(server, 15_000);
 
     let rows: number | null = null;
-    const expectedRows = (load.warmup?.accepted ?? 0) + load.measured.accepted;
+    const expectedRows = (load.warmup?.accepted ?? 0) + load.primed + load.measured.accepted;
     let queueCheck: RunResult['queueCheck'] = 'n/a';
     if (target === 'router') {
       const db = new Database(dbPath, { readonly: true, fileMustExist: true });
