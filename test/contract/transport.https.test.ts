@@ -7,7 +7,7 @@
  * 127.0.0.1/32 only; the lookup throws, because every URL here is a literal address and must never be resolved.
  */
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
+import { getEventListeners, once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -391,6 +391,19 @@ describe('https transport', () => {
     // Already aborted: nothing is sent at all.
     await assert.rejects(s.send(makeMessage(), AbortSignal.abort(new Error('gone'))), /gone/);
     assert.equal(r.received.length, 1);
+  });
+
+  test("attempts leave no listener on the caller's signal, which lives as long as the worker", async (t) => {
+    const r = await receiver(t);
+    const s = sender(t, config(r));
+    const shutdown = new AbortController();
+    const outcomes = await Promise.all([1, 2, 3].map(() => s.send(makeMessage(), shutdown.signal)));
+    assert.deepEqual(outcomes.map((o) => o.kind), ['delivered', 'delivered', 'delivered']);
+    const slow = sender(t, config(r, { timeoutMs: 300 }));
+    r.behaviour = () => {}; // never answers: the attempt ends by its own timer
+    const timedOut = await slow.send(makeMessage(), shutdown.signal);
+    assert.deepEqual([timedOut.kind, 'code' in timedOut && timedOut.code], ['retryable', 'timeout']);
+    assert.equal(getEventListeners(shutdown.signal, 'abort').length, 0, 'every attempt removed its abort listener');
   });
 
   test('connection errors map to stable codes (classify table)', () => {
