@@ -101,6 +101,8 @@ interface Phase {
   sent: number;
   responses: number;
   accepted: number; // 202 only
+  /** 202s before the phase's clock started (pacedPhase opens its connections so): rows in the queue, not figures. */
+  primed: number;
   non2xx: number;
   errors: number;
   timeouts: number;
@@ -146,6 +148,7 @@ function autocannonPhase(seconds: number): Promise<Phase> {
           sent: r.requests.sent,
           responses: Object.values(statusCodes).reduce((a, b) => a + b, 0),
           accepted: statusCodes['202'] ?? 0,
+          primed: 0,
           non2xx: r.non2xx,
           errors: r.errors,
           timeouts: r.timeouts,
@@ -156,9 +159,6 @@ function autocannonPhase(seconds: number): Promise<Phase> {
     );
   });
 }
-
-/** 202s of the requests that opened the paced phase's connections (see pacedPhase). */
-let primed = 0;
 
 const percentile = (sorted: Float64Array, p: number) => (sorted.length ? (sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? 0) : 0);
 
@@ -180,9 +180,10 @@ async function pacedPhase(seconds: number, perSecond: number): Promise<Phase> {
   let timeouts = 0;
   let skipped = 0;
   let outstanding = 0;
+  let primed = 0;
   // One request per connection before the clock starts: opening 100 connections inside the measured second put a
-  // backlog of about 200 ms at its start (the first 1.2 s set the p99). Their 202s are reported apart (`primed`), for
-  // the queue's row count, and are not in the phase's figures.
+  // backlog of about 200 ms at its start (the first 1.2 s set the p99). Their 202s are the phase's `primed`, counted
+  // for the queue's rows and in none of its figures.
   await Promise.all(
     Array.from({ length: connections }, async () => {
       const res = await pool.request({ method: 'POST', path: url.pathname, headers: { ...headers, 'x-github-delivery': randomUUID() }, body });
@@ -232,6 +233,7 @@ async function pacedPhase(seconds: number, perSecond: number): Promise<Phase> {
     sent: issued - skipped,
     responses: done,
     accepted: statusCodes['202'] ?? 0,
+    primed,
     non2xx: codes.filter(([c]) => !c.startsWith('2')).reduce((a, [, n]) => a + n, 0),
     errors: errors + skipped,
     timeouts,
@@ -328,7 +330,6 @@ process.stdout.write(
     pacer,
     bodyBytes: body.length,
     warmup: warm ?? null,
-    primed,
     measured,
     acceptedPerSec: measured.accepted / measured.seconds,
     generatorUtilisation,

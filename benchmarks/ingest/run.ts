@@ -218,6 +218,8 @@ interface LoadPhase {
   sent: number;
   responses: number;
   accepted: number;
+  /** 202s before the phase's clock started (the paced phase opening its connections). */
+  primed: number;
   non2xx: number;
   errors: number;
   timeouts: number;
@@ -226,8 +228,6 @@ interface LoadPhase {
 }
 interface LoadResult {
   warmup: LoadPhase | null;
-  /** 202s of the requests that opened the paced phase's connections (0 for autocannon). */
-  primed: number;
   measured: LoadPhase;
   acceptedPerSec: number;
   generatorUtilisation: number;
@@ -405,7 +405,8 @@ async function oneRun(run: number, target: Target): Promise<RunResult> {
     const shutdown = await stop(server, 15_000);
 
     let rows: number | null = null;
-    const expectedRows = (load.warmup?.accepted ?? 0) + load.primed + load.measured.accepted;
+    const rowsOf = (p: LoadPhase | null) => (p ? p.accepted + p.primed : 0);
+    const expectedRows = rowsOf(load.warmup) + rowsOf(load.measured);
     let queueCheck: RunResult['queueCheck'] = 'n/a';
     if (target === 'router') {
       const db = new Database(dbPath, { readonly: true, fileMustExist: true });
