@@ -2,8 +2,8 @@
  * The end-to-end benchmark's load generator: one keep-alive HTTP/1.1 connection that posts a signed webhook and reads
  * the answer, on a plain socket. It shares the machine's two cores with the router and the sink, so what it costs is
  * taken from the router: undici's Pool spent about 130 µs of CPU per webhook here (its request and body objects,
- * streams, promises), this about 55 µs (benchmarks/RESULTS.md, 4 December). The request is the same bytes undici
- * sent: a fixed head, a fresh `x-github-delivery`, the 8.3 KB body.
+ * streams, promises), this about 55 µs (benchmarks/RESULTS.md, 4 December). The request carries what undici sent
+ * (the same headers, a fresh `x-github-delivery`, the 8.3 KB body), framed by hand.
  *
  * It understands exactly what the receiver answers (a status line, headers with Content-Length, a short body) and
  * nothing more: a chunked or unframed answer, or a closed connection, fails the request in hand.
