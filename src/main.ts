@@ -1,7 +1,12 @@
-#!/usr/bin/env -S node --max-semi-space-size=8
-// --max-semi-space-size=8: V8 otherwise grows the young generation to 64 MB under a worker's allocation rate and
-// keeps it, 48 MB of RSS that buys no measurable throughput here (benchmarks/RESULTS.md, memory). The same flag is in
-// package.json's start script; run `node --max-semi-space-size=8 src/main.ts <role>` where node is called directly.
+#!/usr/bin/env -S MALLOC_ARENA_MAX=2 node --max-semi-space-size=8
+// How the router runs, here and in package.json's start script (test/unit/runtime-settings.test.ts keeps them equal);
+// where node is called directly, run `MALLOC_ARENA_MAX=2 node --max-semi-space-size=8 src/main.ts <role>`:
+// - --max-semi-space-size=8: V8 otherwise grows the young generation to 64 MB under a worker's allocation rate and
+//   keeps it, 48 MB of RSS that buys no measurable throughput here (benchmarks/RESULTS.md, memory).
+// - MALLOC_ARENA_MAX=2: glibc gives threads malloc arenas of their own (up to eight per core) and keeps what each has
+//   freed; a router process has a dozen threads (SQLite's, V8's, libuv's). With two arenas a worker under a
+//   100,000-event backlog peaked at 262 MB of RSS in every run instead of 272–331 MB, at the same throughput
+//   (benchmarks/RESULTS.md, 4 December, second session). C libraries other than glibc ignore it.
 // The process boundary: the only module that reads process.env/argv, installs signal handlers or sets the exit code.
 import { readFileSync } from 'node:fs';
 import closeWithGrace from 'close-with-grace';

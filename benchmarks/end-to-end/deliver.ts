@@ -16,7 +16,8 @@
  *
  * In either mode `--split` runs the receiver and the worker as two processes on the same SQLite files (as `receiver`
  * and `worker` would in a pod each); in memory mode the worker's RSS is then the one sampled. `--node-options=…`
- * adds Node/V8 flags to the router processes' command line, after the shipped `--max-semi-space-size=8`, so that they
+ * adds Node/V8 flags to the router processes' command line, after the shipped ones (the environment and flags of the
+ * bin's shebang, benchmarks/shipped-runtime.ts: `MALLOC_ARENA_MAX=2`, `--max-semi-space-size=8`), so that they
  * override it (e.g. `--node-options=--max-semi-space-size=32`). As NODE_OPTIONS, which this option used to set, they
  * did not: the command line wins, and an A/B of the semi-space size compared 8 MB with 8 MB.
  *
@@ -35,6 +36,7 @@ import { Config } from '../../config/schema.ts';
 import { createKeyring } from '../../src/secrets/keyring.ts';
 import { withSecretEncryption } from '../../src/secrets/store.ts';
 import { buildPushBody, signGithub } from '../ingest/body.ts';
+import { shippedRuntime } from '../shipped-runtime.ts';
 import { WebhookConnection } from './webhook-client.ts';
 
 const { values: args } = parseArgs({
@@ -131,11 +133,12 @@ async function setup(subscribers: number, sinkPort: number | undefined, split = 
 
   const prof = args['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', args['cpu-prof']] : [];
   const nodeOptions = args['node-options'].split(/\s+/).filter((o) => o !== '');
+  // The environment and flags of the bin's shebang (and of `npm start`): the router as it ships.
+  const runtime = shippedRuntime(ROOT);
   const start = (role: string, configFile: string) =>
-    // The V8 flag of the bin's shebang and of `npm start`: the router as it ships.
-    spawn(process.execPath, [...prof, '--max-semi-space-size=8', ...nodeOptions, join(ROOT, 'src/main.ts'), role, '--config', configFile], {
+    spawn(process.execPath, [...prof, ...runtime.flags, ...nodeOptions, join(ROOT, 'src/main.ts'), role, '--config', configFile], {
       stdio: ['ignore', 'ignore', 'inherit'],
-      env: { PATH: process.env.PATH ?? '' },
+      env: { PATH: process.env.PATH ?? '', ...runtime.env },
     });
   let router: ChildProcess;
   let receiver: ChildProcess | undefined;

@@ -6,7 +6,8 @@
  *                           [--synchronous full|normal] [--target router|bare|both] [--cpu-prof DIR] [--label TEXT]
  *
  * For each run: a fresh temp directory with a YAML config (one github source, SQLite queue, 127.0.0.1 ports,
- * log level warn), the receiver started as `taskset -c 0 node --max-semi-space-size=8 src/main.ts receiver --config <tmp>`, /readyz awaited,
+ * log level warn), the receiver started as the bin's shebang runs it (benchmarks/shipped-runtime.ts:
+ * `MALLOC_ARENA_MAX=2 taskset -c 0 node --max-semi-space-size=8 src/main.ts receiver --config <tmp>`), /readyz awaited,
  * then `taskset -c 1 node benchmarks/ingest/load.ts …` (autocannon: warm-up, then the measured run). Afterwards the
  * receiver gets SIGTERM (SIGKILL if it does not stop in time) and the queue's rows are counted read-only: every 202
  * must be a row, so the throughput is of durable writes. Prints one line per run, the median (min–max) over runs as
@@ -30,6 +31,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import Database from 'better-sqlite3';
 import { stringify } from 'yaml';
+import { shippedRuntime } from '../shipped-runtime.ts';
 import { buildPushBody, DEFAULT_BODY_BYTES, signGithub } from './body.ts';
 
 const here = fileURLToPath(new URL('../..', import.meta.url));
@@ -373,9 +375,10 @@ async function oneRun(run: number, target: Target): Promise<RunResult> {
     const configPath = join(dir, 'config.yaml');
     writeFileSync(configPath, stringify(config), { mode: 0o600 });
     if (cpuProfDir) mkdirSync(cpuProfDir, { recursive: true });
-    // --max-semi-space-size=8: the V8 flag of the bin's shebang and of `npm start`, so the receiver runs as it ships.
-    const nodeArgs = [...(cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : []), '--max-semi-space-size=8', 'src/main.ts', 'receiver', '--config', configPath];
-    server = track(spawn('taskset', ['-c', serverCpu, process.execPath, ...nodeArgs], { cwd: repo, env: cleanEnv(), stdio: ['ignore', logFd, logFd] }));
+    // The environment and flags of the bin's shebang (and of `npm start`), so the receiver runs as it ships.
+    const runtime = shippedRuntime(repo);
+    const nodeArgs = [...(cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : []), ...runtime.flags, 'src/main.ts', 'receiver', '--config', configPath];
+    server = track(spawn('taskset', ['-c', serverCpu, process.execPath, ...nodeArgs], { cwd: repo, env: { ...cleanEnv(), ...runtime.env }, stdio: ['ignore', logFd, logFd] }));
     readyUrl = `http://127.0.0.1:${management}/readyz`;
     metricsUrl = `http://127.0.0.1:${management}/metrics`;
     webhookUrl = `http://127.0.0.1:${webhooks}/webhooks/github`;
