@@ -5,7 +5,7 @@
 //   keeps it, 48 MB of RSS that buys no measurable throughput here (benchmarks/RESULTS.md, memory).
 // - MALLOC_ARENA_MAX=2: glibc gives threads malloc arenas of their own (up to eight per core) and keeps what each has
 //   freed; a router process has a dozen threads (SQLite's, V8's, libuv's). With two arenas a worker under a
-//   100,000-event backlog peaked at 262 MB of RSS in every run instead of 272–331 MB, at the same throughput
+//   100,000-event backlog peaked at 256–264 MB of RSS in every run instead of 272–331 MB, at the same throughput
 //   (benchmarks/RESULTS.md, 4 December, second session). C libraries other than glibc ignore it.
 // The process boundary: the only module that reads process.env/argv, installs signal handlers or sets the exit code.
 import { readFileSync } from 'node:fs';
