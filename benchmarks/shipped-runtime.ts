@@ -1,7 +1,7 @@
 /**
  * How the router ships to run: the environment and Node flags of the `webhook-router` bin's shebang (src/main.ts),
  * read from that line so that the benchmarks start the router exactly as it ships and cannot drift from it.
- * test/unit/runtime-settings.test.ts checks that `npm start` uses the same.
+ * test/unit/runtime-settings.test.ts checks that `npm start` passes the same flags.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';

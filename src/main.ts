@@ -1,6 +1,7 @@
 #!/usr/bin/env -S MALLOC_ARENA_MAX=2 node --max-semi-space-size=8
-// How the router runs, here and in package.json's start script (test/unit/runtime-settings.test.ts keeps them equal);
-// where node is called directly, run `MALLOC_ARENA_MAX=2 node --max-semi-space-size=8 src/main.ts <role>`:
+// How the router runs (package.json's start script passes the same flags, test/unit/runtime-settings.test.ts; it
+// leaves the variable out so that it runs under any shell npm uses, Windows' included). Where node is called
+// directly, as a container's command, run `MALLOC_ARENA_MAX=2 node --max-semi-space-size=8 src/main.ts <role>`:
 // - --max-semi-space-size=8: V8 otherwise grows the young generation to 64 MB under a worker's allocation rate and
 //   keeps it, 48 MB of RSS that buys no measurable throughput here (benchmarks/RESULTS.md, memory).
 // - MALLOC_ARENA_MAX=2: glibc gives threads malloc arenas of their own (up to eight per core) and keeps what each has

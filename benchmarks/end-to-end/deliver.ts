@@ -133,7 +133,7 @@ async function setup(subscribers: number, sinkPort: number | undefined, split = 
 
   const prof = args['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir', args['cpu-prof']] : [];
   const nodeOptions = args['node-options'].split(/\s+/).filter((o) => o !== '');
-  // The environment and flags of the bin's shebang (and of `npm start`): the router as it ships.
+  // The environment and flags of the bin's shebang: the router as it ships.
   const runtime = shippedRuntime(ROOT);
   const start = (role: string, configFile: string) =>
     spawn(process.execPath, [...prof, ...runtime.flags, ...nodeOptions, join(ROOT, 'src/main.ts'), role, '--config', configFile], {

@@ -375,7 +375,7 @@ async function oneRun(run: number, target: Target): Promise<RunResult> {
     const configPath = join(dir, 'config.yaml');
     writeFileSync(configPath, stringify(config), { mode: 0o600 });
     if (cpuProfDir) mkdirSync(cpuProfDir, { recursive: true });
-    // The environment and flags of the bin's shebang (and of `npm start`), so the receiver runs as it ships.
+    // The environment and flags of the bin's shebang, so the receiver runs as it ships.
     const runtime = shippedRuntime(repo);
     const nodeArgs = [...(cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : []), ...runtime.flags, 'src/main.ts', 'receiver', '--config', configPath];
     server = track(spawn('taskset', ['-c', serverCpu, process.execPath, ...nodeArgs], { cwd: repo, env: { ...cleanEnv(), ...runtime.env }, stdio: ['ignore', logFd, logFd] }));

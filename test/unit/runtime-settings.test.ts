@@ -1,6 +1,7 @@
 /**
- * The router runs with the same environment and Node flags however it is started: the `webhook-router` bin (its
- * shebang) and `npm start` (package.json). The benchmarks read the shebang itself (benchmarks/shipped-runtime.ts).
+ * How the router is started: the `webhook-router` bin's shebang sets the environment and the Node flags, `npm start`
+ * (package.json) passes the same flags (and no variables: npm may run it under a shell without `NAME=value cmd`, such
+ * as Windows' cmd.exe). The benchmarks read the shebang itself (benchmarks/shipped-runtime.ts).
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -14,11 +15,11 @@ import { parseRuntime, shippedRuntime } from '../../benchmarks/shipped-runtime.t
 
 const root = new URL('../../', import.meta.url);
 
-test('npm start runs node with the environment and flags of the bin', () => {
+test('npm start runs node with the flags of the bin, and the bin sets MALLOC_ARENA_MAX=2', () => {
   const pkg = JSON.parse(readFileSync(new URL('package.json', root), 'utf8')) as { scripts: Record<string, string> };
   const start = parseRuntime(pkg.scripts.start?.trim().split(/\s+/) ?? []);
   const bin = shippedRuntime();
-  assert.deepEqual(start, bin);
+  assert.deepEqual(start, { env: {}, flags: bin.flags });
   assert.equal(bin.env.MALLOC_ARENA_MAX, '2');
   assert.ok(bin.flags.includes('--max-semi-space-size=8'), `bin flags: ${bin.flags.join(' ')}`);
 });
