@@ -72,6 +72,17 @@ const SCHEMA = `
 
 const NO_BODY = new Uint8Array(0);
 
+/**
+ * The page size of a file this thread creates. A body lies inline in its row instead of in a chain of overflow pages
+ * (seven 8.3 KB push bodies to a page, against three pages for each at SQLite's default 4 KiB), so a commit writes,
+ * and the checkpointer copies, a fifteenth of the WAL frames: ingest went from 109–110 to 92–94 µs per request
+ * (benchmarks/RESULTS.md, 4 December 2026, third session). The small rows of queue_entries cost nothing measurable
+ * for it: end to end the queue threads wrote as much as with 4 KiB pages, and the disk took 44–45 KB per event either
+ * way. A larger page cannot hold more than one body more; 16 KiB pages, which hold one and waste the rest, were slower
+ * than 4 KiB.
+ */
+const PAGE_BYTES = 65_536;
+
 /** A file written by a release that kept bodies inline (one table, queue_messages) is moved over once, at open. */
 const FROM_ONE_TABLE = `
   INSERT INTO queue_entries (seq, key, visible_at, lease, receive_count, published_at)
@@ -86,6 +97,7 @@ if (!port) throw new Error('sqlite-thread.ts runs only as a worker thread');
 
 // A failure to open ends the thread with that error; the main side's first request (a ping) learns it.
 const db = new Database(path);
+db.pragma(`page_size = ${PAGE_BYTES}`); // takes effect only while the file is new: an existing file keeps its own
 db.pragma('busy_timeout = 5000'); // other processes sharing the file hold the write lock only briefly
 db.pragma('journal_mode = WAL');
 db.pragma(`synchronous = ${synchronous === 'full' ? 'FULL' : 'NORMAL'}`);

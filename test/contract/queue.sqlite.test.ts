@@ -127,6 +127,34 @@ describe('sqlite queue specifics', () => {
     assert.equal(left, 0, 'an ack deletes the entry and its body');
   });
 
+  test('a new file gets 64 KiB pages; a file written with 4 KiB pages keeps them and works as before', async () => {
+    const pageSize = (path: string) => {
+      const db = new Database(path, { readonly: true });
+      try {
+        return db.pragma('page_size', { simple: true });
+      } finally {
+        db.close();
+      }
+    };
+    const older = join(scratch, 'pages-4k.db');
+    const old = new Database(older);
+    old.pragma('journal_mode = WAL'); // what releases before 64 KiB pages left behind: SQLite's default page size
+    old.close();
+    for (const [path, expected] of [[join(scratch, 'pages-new.db'), 65_536], [older, 4_096]] as const) {
+      const queue = createSqliteQueue(sqliteConfig(path, 1_000));
+      await queue.connect();
+      try {
+        await queue.producer().publish({ body: new Uint8Array(20_000).fill(7) });
+        const [got] = await queue.consumer().receive({ max: 10, waitMs: 1_000 });
+        assert.equal(got?.body.byteLength, 20_000);
+        await got?.ack();
+      } finally {
+        await queue.close();
+      }
+      assert.equal(pageSize(path), expected, path);
+    }
+  });
+
   test('a message whose body row is missing is handed out with an empty body (poison to the consumer), not a failed claim', async () => {
     const path = join(scratch, 'no-body.db');
     const queue = createSqliteQueue(sqliteConfig(path, 1_000));
