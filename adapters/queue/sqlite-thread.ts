@@ -73,15 +73,16 @@ const SCHEMA = `
 const NO_BODY = new Uint8Array(0);
 
 /**
- * The page size of a file this thread creates. A body lies inline in its row instead of in a chain of overflow pages
- * (seven 8.3 KB push bodies to a page, against three pages for each at SQLite's default 4 KiB), so a commit writes,
- * and the checkpointer copies, a fifteenth of the WAL frames: ingest went from 109–110 to 92–94 µs per request
- * (benchmarks/RESULTS.md, 4 December 2026, third session). The small rows of queue_entries cost nothing measurable
- * for it: end to end the queue threads wrote as much as with 4 KiB pages, and the disk took 44–45 KB per event either
- * way. A larger page cannot hold more than one body more; 16 KiB pages, which hold one and waste the rest, were slower
- * than 4 KiB.
+ * The page size of a file this thread creates: twice SQLite's default. An 8.3 KB push body then takes one full 8 KiB
+ * overflow page and a kilobyte of a shared leaf instead of two 4 KiB overflow pages and a leaf share, so a commit
+ * writes, and the checkpointer copies, about half the WAL frames (two `pwrite`s and a copy each): ingest went from
+ * about 100 to 89-90 µs per request (benchmarks/RESULTS.md, 4 December 2026, third session). Larger pages were
+ * measured too. 64 KiB pages, seven bodies to a page, cost 84-87 µs, but every small commit rewrites the partly
+ * filled last page and every claim and ack a 64 KiB page of small rows: end to end the disk took 74 KB per event
+ * against 45 KB at 4 KiB, and 46 KB at 8 KiB. 16 KiB pages hold one such body and leave the rest unused: slower than
+ * 4 KiB.
  */
-const PAGE_BYTES = 65_536;
+const PAGE_BYTES = 8_192;
 
 /** A file written by a release that kept bodies inline (one table, queue_messages) is moved over once, at open. */
 const FROM_ONE_TABLE = `

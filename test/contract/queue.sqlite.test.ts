@@ -127,7 +127,7 @@ describe('sqlite queue specifics', () => {
     assert.equal(left, 0, 'an ack deletes the entry and its body');
   });
 
-  test('a new file gets 64 KiB pages; a file written with 4 KiB pages keeps them and works as before', async () => {
+  test('a new file gets 8 KiB pages; a file written with 4 KiB pages keeps them and works as before', async () => {
     const pageSize = (path: string) => {
       const db = new Database(path, { readonly: true });
       try {
@@ -138,9 +138,9 @@ describe('sqlite queue specifics', () => {
     };
     const older = join(scratch, 'pages-4k.db');
     const old = new Database(older);
-    old.pragma('journal_mode = WAL'); // what releases before 64 KiB pages left behind: SQLite's default page size
+    old.pragma('journal_mode = WAL'); // what releases before 8 KiB pages left behind: SQLite's default page size
     old.close();
-    for (const [path, expected] of [[join(scratch, 'pages-new.db'), 65_536], [older, 4_096]] as const) {
+    for (const [path, expected] of [[join(scratch, 'pages-new.db'), 8_192], [older, 4_096]] as const) {
       const queue = createSqliteQueue(sqliteConfig(path, 1_000));
       await queue.connect();
       try {
