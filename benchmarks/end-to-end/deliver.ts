@@ -159,27 +159,37 @@ async function setup(subscribers: number, sinkPort: number | undefined, split = 
   } else {
     router = start('serve', join(dir, 'router.json'));
   }
+  const setup: Setup = { dir, router, receiver, sink: undefined, webhooks, subscriberIds };
   const deadline = Date.now() + 20_000;
-  for (const port of ready) {
-    for (;;) {
-      try {
-        const r = await fetch(`http://127.0.0.1:${port}/readyz`);
-        if (r.status === 200) break;
-      } catch {
-        // not listening yet
+  try {
+    for (const port of ready) {
+      for (;;) {
+        const exited = [router, receiver].find((c) => c && c.exitCode !== null);
+        if (exited) throw new Error(`${exited.spawnargs.at(-3)} exited with code ${exited.exitCode} before it was ready`);
+        try {
+          const r = await fetch(`http://127.0.0.1:${port}/readyz`);
+          if (r.status === 200) break;
+        } catch {
+          // not listening yet
+        }
+        if (Date.now() > deadline) throw new Error('router did not become ready');
+        await new Promise((r) => setTimeout(r, 100));
       }
-      if (Date.now() > deadline) throw new Error('router did not become ready');
-      await new Promise((r) => setTimeout(r, 100));
     }
+  } catch (err) {
+    // What was started must not outlive this run (it used to, and held the next run's CPU).
+    await teardown(setup);
+    throw err;
   }
-  return { dir, router, receiver, sink: undefined, webhooks, subscriberIds };
+  return setup;
 }
 
 async function teardown(s: Setup): Promise<void> {
   for (const child of [s.router, s.receiver]) {
-    if (!child) continue;
+    if (!child || child.exitCode !== null || child.signalCode !== null) continue;
+    const exited = new Promise((r) => child.once('exit', r));
     child.kill('SIGTERM');
-    await new Promise((r) => child.once('exit', r));
+    await exited;
   }
   if (s.sink) s.sink.send('stop');
   rmSync(s.dir, { recursive: true, force: true });
@@ -228,7 +238,10 @@ function ask<T>(child: ChildProcess, message: string): Promise<T> {
 async function throughputRun(subscribers: number) {
   const sink = fork(join(ROOT, 'benchmarks/end-to-end/sink.ts'), [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
   const { port } = await new Promise<{ port: number }>((resolve) => sink.once('message', (m) => resolve(m as { port: number })));
-  const s = await setup(subscribers, port, args.split);
+  const s = await setup(subscribers, port, args.split).catch((err: unknown) => {
+    sink.kill();
+    throw err;
+  });
   s.sink = sink;
   try {
     const result = await load(s.webhooks, Number(args.connections), Date.now() + Number(args.duration) * 1000, Number.POSITIVE_INFINITY);

@@ -42,8 +42,14 @@ process.on('message', (message) => {
   } else if (message === 'dump') {
     process.send?.({ arrivals: [...arrivals] });
   } else if (message === 'stop') {
-    server.close();
-    server.closeAllConnections();
+    stop();
     process.disconnect();
   }
 });
+// The benchmark gone without a 'stop' (it failed, or was killed): nobody is left to ask, so stop listening and exit.
+process.on('disconnect', stop);
+
+function stop(): void {
+  server.close();
+  server.closeAllConnections();
+}
