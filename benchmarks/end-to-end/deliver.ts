@@ -11,7 +11,7 @@
  * arrival), lost (expected − arrived) and duplicated (arrivals beyond the first).
  *
  * Each subscriber has `limits.concurrency` 128 (`--subscriber-concurrency`). A delivery holds its slot from its claim
- * until its attempt is durably recorded, about 15 ms end to end here, so 64 slots cap one subscriber near 4,000/s
+ * until its attempt is durably recorded, about 16 ms end to end here, so 64 slots cap one subscriber near 4,000/s
  * whatever the CPU can do: with 64 the benchmark measured the slot limit (benchmarks/RESULTS.md, 4 December 2026,
  * third session).
  *
