@@ -164,8 +164,8 @@ async function setup(subscribers: number, sinkPort: number | undefined, split = 
   try {
     for (const port of ready) {
       for (;;) {
-        const exited = [router, receiver].find((c) => c && c.exitCode !== null);
-        if (exited) throw new Error(`${exited.spawnargs.at(-3)} exited with code ${exited.exitCode} before it was ready`);
+        const exited = [router, receiver].find((c) => c && (c.exitCode !== null || c.signalCode !== null));
+        if (exited) throw new Error(`${exited.spawnargs.at(-3)} exited (${exited.exitCode ?? exited.signalCode}) before it was ready`);
         try {
           const r = await fetch(`http://127.0.0.1:${port}/readyz`);
           if (r.status === 200) break;

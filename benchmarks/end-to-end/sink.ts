@@ -42,14 +42,12 @@ process.on('message', (message) => {
   } else if (message === 'dump') {
     process.send?.({ arrivals: [...arrivals] });
   } else if (message === 'stop') {
-    stop();
     process.disconnect();
   }
 });
-// The benchmark gone without a 'stop' (it failed, or was killed): nobody is left to ask, so stop listening and exit.
-process.on('disconnect', stop);
-
-function stop(): void {
+// After a 'stop', and also when the benchmark is gone without one (it failed, or was killed): nobody is left to ask,
+// so stop listening and let the process end.
+process.on('disconnect', () => {
   server.close();
   server.closeAllConnections();
-}
+});
