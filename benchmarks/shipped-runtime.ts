@@ -39,3 +39,15 @@ export function shippedRuntime(root: string = fileURLToPath(new URL('..', import
   if (!shebang?.[1]) throw new Error(`src/main.ts does not start with "#!/usr/bin/env -S …": ${first}`);
   return parseRuntime(shebang[1].trim().split(/\s+/));
 }
+
+/**
+ * The environment a benchmark starts a server with: the caller's, without ROUTER_* variables (they would change the
+ * config the benchmark wrote), plus `extra` (a shipped runtime's variables). Both harnesses start the router through
+ * this, so a variable given to one reaches the router as it does in the other; the end-to-end harness once passed
+ * PATH alone, and an A/B steered by a variable measured the unchanged router without saying so.
+ */
+export function benchmarkEnv(extra: Readonly<Record<string, string>> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('ROUTER_')) env[k] = v;
+  return { ...env, ...extra };
+}

@@ -41,7 +41,7 @@ import { Config } from '../../config/schema.ts';
 import { createKeyring } from '../../src/secrets/keyring.ts';
 import { withSecretEncryption } from '../../src/secrets/store.ts';
 import { buildPushBody, signGithub } from '../ingest/body.ts';
-import { shippedRuntime } from '../shipped-runtime.ts';
+import { benchmarkEnv, shippedRuntime } from '../shipped-runtime.ts';
 import { WebhookConnection } from './webhook-client.ts';
 
 const { values: args } = parseArgs({
@@ -144,7 +144,7 @@ async function setup(subscribers: number, sinkPort: number | undefined, split = 
   const start = (role: string, configFile: string) =>
     spawn(process.execPath, [...prof, ...runtime.flags, ...nodeOptions, join(ROOT, 'src/main.ts'), role, '--config', configFile], {
       stdio: ['ignore', 'ignore', 'inherit'],
-      env: { PATH: process.env.PATH ?? '', ...runtime.env },
+      env: benchmarkEnv(runtime.env),
     });
   let router: ChildProcess;
   let receiver: ChildProcess | undefined;

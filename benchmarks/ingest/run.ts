@@ -31,7 +31,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import Database from 'better-sqlite3';
 import { stringify } from 'yaml';
-import { shippedRuntime } from '../shipped-runtime.ts';
+import { benchmarkEnv, shippedRuntime } from '../shipped-runtime.ts';
 import { buildPushBody, DEFAULT_BODY_BYTES, signGithub } from './body.ts';
 
 const here = fileURLToPath(new URL('../..', import.meta.url));
@@ -189,13 +189,6 @@ async function waitReady(url: string, child: ChildProcess, ms: number): Promise<
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`${url} did not answer 200 within ${ms} ms`);
-}
-
-/** Environment for the receiver: no ROUTER_* variables from the caller's shell may change the benchmark config. */
-function cleanEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('ROUTER_')) env[k] = v;
-  return env;
 }
 
 /** `MainThread 97, sqlite-queue 37, …`: the threads that used at least 1 µs per request, busiest first. */
@@ -378,13 +371,13 @@ async function oneRun(run: number, target: Target): Promise<RunResult> {
     // The environment and flags of the bin's shebang, so the receiver runs as it ships.
     const runtime = shippedRuntime(repo);
     const nodeArgs = [...(cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : []), ...runtime.flags, 'src/main.ts', 'receiver', '--config', configPath];
-    server = track(spawn('taskset', ['-c', serverCpu, process.execPath, ...nodeArgs], { cwd: repo, env: { ...cleanEnv(), ...runtime.env }, stdio: ['ignore', logFd, logFd] }));
+    server = track(spawn('taskset', ['-c', serverCpu, process.execPath, ...nodeArgs], { cwd: repo, env: benchmarkEnv(runtime.env), stdio: ['ignore', logFd, logFd] }));
     readyUrl = `http://127.0.0.1:${management}/readyz`;
     metricsUrl = `http://127.0.0.1:${management}/metrics`;
     webhookUrl = `http://127.0.0.1:${webhooks}/webhooks/github`;
   } else {
     const nodeArgs = [...(cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : []), join(here, 'benchmarks/ingest/bare.ts'), '--port', String(webhooks), '--secret', secret];
-    server = track(spawn('taskset', ['-c', serverCpu, process.execPath, ...nodeArgs], { cwd: repo, env: cleanEnv(), stdio: ['ignore', logFd, logFd] }));
+    server = track(spawn('taskset', ['-c', serverCpu, process.execPath, ...nodeArgs], { cwd: repo, env: benchmarkEnv(), stdio: ['ignore', logFd, logFd] }));
     readyUrl = `http://127.0.0.1:${webhooks}/readyz`;
     webhookUrl = `http://127.0.0.1:${webhooks}/webhooks/github`;
   }
