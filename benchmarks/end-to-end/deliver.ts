@@ -164,7 +164,7 @@ async function setup(subscribers: number, sinkPort: number | undefined, split = 
   try {
     for (const port of ready) {
       for (;;) {
-        const exited = [router, receiver].find((c) => c && (c.exitCode !== null || c.signalCode !== null));
+        const exited = [router, receiver].find((c) => c && hasExited(c));
         if (exited) throw new Error(`${exited.spawnargs.at(-3)} exited (${exited.exitCode ?? exited.signalCode}) before it was ready`);
         try {
           const r = await fetch(`http://127.0.0.1:${port}/readyz`);
@@ -184,9 +184,11 @@ async function setup(subscribers: number, sinkPort: number | undefined, split = 
   return setup;
 }
 
+const hasExited = (child: ChildProcess) => child.exitCode !== null || child.signalCode !== null;
+
 async function teardown(s: Setup): Promise<void> {
   for (const child of [s.router, s.receiver]) {
-    if (!child || child.exitCode !== null || child.signalCode !== null) continue;
+    if (!child || hasExited(child)) continue;
     const exited = new Promise((r) => child.once('exit', r));
     child.kill('SIGTERM');
     await exited;
